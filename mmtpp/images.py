@@ -1,0 +1,150 @@
+"""Event images: safe loading, and their token cost exactly as Qwen2.5-VL counts it.
+
+Qwen2.5-VL resizes an image so both sides are multiples of ``patch_size * merge_size`` (28)
+and its pixel count lies in ``[min_pixels, max_pixels]`` (transformers' ``smart_resize``),
+cuts it into 14×14 patches and merges 2×2 patches into one ``<|image_pad|>`` token. The token
+cost of an image therefore depends only on its size, which Pillow reads from the header
+without decoding the pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+from mmtpp.events import ImageRef
+
+# Pillow raises DecompressionBombError above twice this many pixels and warns above it; we
+# turn the warning into an error too (see ``open_image``).
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+class ImageError(ValueError):
+    """An image reference that cannot be used; ``reason`` is a short machine-readable key."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How images are sized for the model, and which images are refused.
+
+    ``min_pixels``/``max_pixels`` bound the resized image (Qwen2.5-VL's processor arguments);
+    the defaults keep an event image at 4–16 tokens. ``max_bytes`` and ``max_source_pixels``
+    refuse oversize inputs before they are decoded.
+    """
+
+    min_pixels: int = 56 * 56
+    max_pixels: int = 112 * 112
+    patch_size: int = 14
+    merge_size: int = 2
+    max_bytes: int = 8 * 1024 * 1024
+    max_source_pixels: int = 16_000_000
+
+    def __post_init__(self) -> None:
+        factor = self.patch_size * self.merge_size
+        if self.min_pixels < factor * factor:
+            raise ValueError(f"min_pixels must be >= {factor * factor}, got {self.min_pixels}")
+        if self.max_pixels < self.min_pixels:
+            raise ValueError("max_pixels must be >= min_pixels")
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+    def resized(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) after Qwen2.5-VL's resize."""
+        return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+
+    def token_count(self, height: int, width: int) -> int:
+        """Number of ``<|image_pad|>`` tokens for an image of this size."""
+        h, w = self.resized(height, width)
+        return (h // self.patch_size) * (w // self.patch_size) // (self.merge_size**2)
+
+    def grid_thw(self, height: int, width: int) -> tuple[int, int, int]:
+        """``image_grid_thw`` row the processor produces for one image (t=1)."""
+        h, w = self.resized(height, width)
+        return (1, h // self.patch_size, w // self.patch_size)
+
+
+def resolve_path(ref: str, root: str | Path | None) -> Path:
+    """A relative image path → a file under ``root``; refuses paths that escape it."""
+    if root is None:
+        raise ImageError("path_not_allowed", f"image path {ref!r} given but no image root is set")
+    rel = Path(ref)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ImageError("path_escapes_root", f"image path {ref!r} must be relative, without '..'")
+    base = Path(root).resolve()
+    path = (base / rel).resolve()
+    if base != path and base not in path.parents:
+        raise ImageError("path_escapes_root", f"image path {ref!r} resolves outside {base}")
+    return path
+
+
+def read_bytes(ref: ImageRef, root: str | Path | None, spec: ImageSpec) -> bytes:
+    """The encoded bytes of an image reference, size-checked."""
+    if isinstance(ref, bytes | bytearray | memoryview):
+        data = bytes(ref)
+    else:
+        path = resolve_path(str(ref), root)
+        if not path.is_file():
+            raise ImageError("missing", f"image file {ref!r} not found under {root}")
+        if path.stat().st_size > spec.max_bytes:
+            raise ImageError(
+                "oversize", f"image {ref!r}: {path.stat().st_size} bytes > {spec.max_bytes}"
+            )
+        data = path.read_bytes()
+    if len(data) > spec.max_bytes:
+        raise ImageError("oversize", f"image of {len(data)} bytes > max_bytes {spec.max_bytes}")
+    if not data:
+        raise ImageError("undecodable", "image is empty (0 bytes)")
+    return data
+
+
+def open_image(data: bytes, spec: ImageSpec, decode: bool = True) -> Image.Image:
+    """Open encoded bytes with Pillow; checks the pixel count before decoding.
+
+    With ``decode=False`` only the header is read (enough for the size and token count).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > spec.max_source_pixels:
+                raise ImageError(
+                    "oversize",
+                    f"image of {width}x{height} pixels > max_source_pixels "
+                    f"{spec.max_source_pixels}",
+                )
+            if decode:
+                image.load()
+                image = image.convert("RGB")
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError("oversize", f"image refused as a decompression bomb: {err}") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError("undecodable", f"image cannot be decoded: {err}") from err
+    if max(width, height) / max(min(width, height), 1) > 200:
+        raise ImageError("bad_aspect", f"image of {width}x{height}: aspect ratio above 200")
+    return image
+
+
+def load_image(ref: ImageRef, root: str | Path | None, spec: ImageSpec) -> Image.Image:
+    """An image reference → a decoded RGB Pillow image (raises ImageError)."""
+    return open_image(read_bytes(ref, root, spec), spec, decode=True)
+
+
+def image_size(ref: ImageRef, root: str | Path | None, spec: ImageSpec) -> tuple[int, int]:
+    """(height, width) of an image reference, from its header only."""
+    image = open_image(read_bytes(ref, root, spec), spec, decode=False)
+    width, height = image.size
+    return height, width
