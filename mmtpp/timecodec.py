@@ -27,8 +27,8 @@ INVALID_REASONS = (WRONG_LENGTH, NOT_A_BYTE, NOT_FINITE, NEGATIVE)
 
 def encode(gaps: ArrayLike) -> np.ndarray:
     """Float gaps of shape ``[...]`` → uint8 bytes of shape ``[..., 4]`` (big-endian float32)."""
-    values = np.ascontiguousarray(gaps, dtype=BIG_ENDIAN_F32)
-    return values.view(np.uint8).reshape(*values.shape, 4)
+    values = np.array(gaps, dtype=BIG_ENDIAN_F32)  # a contiguous copy, 0-d kept 0-d
+    return values.reshape(-1).view(np.uint8).reshape(*values.shape, 4)
 
 
 def decode(byte_rows: ArrayLike) -> np.ndarray:

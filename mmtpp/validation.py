@@ -301,7 +301,7 @@ def validate_table(
     """Split a conformed table into (good rows, quarantined rows with problems, problems)."""
     problems = _row_problems(table, source)
     good_rows = [r for r in range(table.num_rows) if r not in problems]
-    sequences = table_to_sequences(table.take(good_rows)) if good_rows else []
+    sequences = table_to_sequences(table.take(pa.array(good_rows, pa.int64())))
     for row, seq in zip(good_rows, sequences, strict=True):
         found = check_times(seq.time, source, seq.seq_id)
         found += check_types(seq.type, checks.num_types, source, seq.seq_id)
@@ -329,7 +329,7 @@ def validate_table(
             problems[row] = found
     bad_rows = sorted(problems)
     keep = [r for r in range(table.num_rows) if r not in problems]
-    rejected = table.take(bad_rows)
+    rejected = table.take(pa.array(bad_rows, pa.int64()))
     structs = [
         [
             {"event": p.event, "field": p.field, "reason": p.reason, "message": p.message}
@@ -341,7 +341,7 @@ def validate_table(
         "source_file", pa.array([source] * len(bad_rows), pa.string())
     ).append_column("problems", pa.array(structs, pa.list_(PROBLEM_STRUCT)))
     flat = [p for r in bad_rows for p in problems[r]]
-    return table.take(keep), rejected, flat
+    return table.take(pa.array(keep, pa.int64())), rejected, flat
 
 
 @dataclass

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from mmtpp import timecodec
+from mmtpp.timecodec import ByteTokenCodec, decode, encode
+
+# Byte token ids deliberately not contiguous and not starting at 0.
+BYTE_IDS = 1000 + 3 * np.arange(256)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1.0, (63, 128, 0, 0)), (5.3, (64, 169, 153, 154)), (0.31666666, (62, 162, 34, 34))],
+)
+def test_spec_examples(value, expected):
+    assert tuple(encode(value)) == expected
+    assert decode(np.array(expected)) == np.float32(value)
+
+
+def test_spec_decode_example():
+    assert decode([62, 162, 34, 34]) == pytest.approx(0.31666666, abs=1e-8)
+
+
+def test_vectorised_shapes():
+    gaps = np.array([[1.0, 5.3], [0.0, 2.5]])
+    raw = encode(gaps)
+    assert raw.shape == (2, 2, 4) and raw.dtype == np.uint8
+    np.testing.assert_array_equal(decode(raw), gaps.astype(np.float32))
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_round_trip_every_finite_float32(x):
+    x32 = np.float32(x)
+    assert decode(encode(x32)).tobytes() == x32.tobytes()
+    codec = ByteTokenCodec(BYTE_IDS)
+    value, reason = codec.decode_one(codec.to_ids(x32))
+    if x32 < 0:
+        assert reason == timecodec.NEGATIVE
+    else:
+        assert reason is None and np.float32(value).tobytes() == x32.tobytes()
+
+
+@given(arrays(np.float32, st.integers(0, 50), elements=st.floats(0, 2.0**100, width=32)))
+def test_round_trip_arrays(values):
+    np.testing.assert_array_equal(decode(encode(values)), values)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "reason"),
+    [
+        ([63, 128, 0], timecodec.WRONG_LENGTH),
+        ([63, 128, 0, 0, 0], timecodec.WRONG_LENGTH),
+        ([127, 192, 0, 0], timecodec.NOT_FINITE),  # NaN
+        ([127, 128, 0, 0], timecodec.NOT_FINITE),  # +inf
+        ([191, 128, 0, 0], timecodec.NEGATIVE),  # -1.0
+    ],
+)
+def test_invalid_outcomes_are_reasoned_and_counted(tokens, reason):
+    codec = ByteTokenCodec(BYTE_IDS)
+    out = codec.decode_many([BYTE_IDS[tokens], BYTE_IDS[[63, 128, 0, 0]]])
+    assert out.reasons == [reason, None]
+    assert np.isnan(out.values[0]) and out.values[1] == 1.0
+    assert out.invalid_counts()[reason] == 1 and sum(out.invalid_counts().values()) == 1
+    assert out.valid.tolist() == [False, True]
+
+
+def test_non_byte_token_is_invalid():
+    codec = ByteTokenCodec(BYTE_IDS)
+    assert codec.decode_one([BYTE_IDS[63], 5, BYTE_IDS[0], BYTE_IDS[0]]) == (
+        None,
+        timecodec.NOT_A_BYTE,
+    )
+    assert codec.decode_one([BYTE_IDS[63], 10**9, BYTE_IDS[0], -1])[1] == timecodec.NOT_A_BYTE
+
+
+def test_codec_rejects_bad_id_table():
+    with pytest.raises(ValueError, match="256"):
+        ByteTokenCodec(np.arange(255))
+    with pytest.raises(ValueError, match="distinct"):
+        ByteTokenCodec(np.zeros(256))
+
+
+def test_interval_width_is_one_ulp():
+    w = timecodec.float32_interval_width([1.0, 0.0])
+    assert w[0] == pytest.approx(2.0**-23)
+    assert w[1] > 0
