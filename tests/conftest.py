@@ -62,3 +62,51 @@ def qwen_tokenizer_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("qwen_tokenizer")
     tok.save_pretrained(out)
     return out
+
+
+def png_bytes(width: int = 56, height: int = 56, colour=(30, 120, 200)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_dataset(root: Path, num_sequences: int = 12, events=(20, 60), seed: int = 0):
+    """A small bursty dataset with text and images (independent of the synthetic generator,
+    so that data-path tests do not depend on it)."""
+    import numpy as np
+
+    from mmtpp.events import DatasetInfo, EventSequence, write_dataset
+
+    rng = np.random.default_rng(seed)
+    image = png_bytes()
+    seqs = []
+    for s in range(num_sequences):
+        n = int(rng.integers(*events))
+        gaps = np.where(rng.random(n) < 0.6, 0.1, rng.exponential(2.0, n))
+        texts = [None if rng.random() < 0.2 else t for t in sample_texts(n, seed + s)]
+        images = [image if rng.random() < 0.3 else None for _ in range(n)]
+        seqs.append(
+            EventSequence(
+                f"s{s:03d}", np.cumsum(gaps), rng.integers(0, NUM_TYPES, n), texts, images
+            )
+        )
+    info = DatasetInfo("fixture", [f"type_{k}" for k in range(NUM_TYPES)])
+    write_dataset(root, info, seqs, rows_per_file=5)
+    return info, seqs
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray cluster shared by the tests that need one."""
+    ray = pytest.importorskip("ray")
+    import torch
+
+    torch.set_flush_denormal(True)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

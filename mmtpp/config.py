@@ -1,0 +1,195 @@
+"""One typed config tree for every job, loaded from YAML with dotted ``key=value`` overrides.
+
+Sections are dataclasses whose fields carry a help text and whose checks sit in
+``__post_init__``. Unknown keys are errors (a typo never passes silently). The tree crosses
+the Ray boundary as a plain dict (``to_dict``) and is rebuilt typed on the worker
+(``Config.from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmtpp.compression import DIRECTIONS
+from mmtpp.tokens import TASKS
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
+    return field(default=default, metadata={"help": text}, **kw)
+
+
+@dataclass
+class DataConfig:
+    source: str = _help(
+        "dataset directory (an mmtpp dataset), or 'synthetic' to generate the default "
+        "synthetic dataset into <output_dir>/data",
+        "synthetic",
+    )
+    synth_sequences: int = _help("sequences to generate when source is 'synthetic'", 200)
+    synth_seed: int = _help("seed of the synthetic generator", 0)
+    delta: float = _help("compression threshold Δ on consecutive gaps (0 disables)", 0.2)
+    stage1_direction: str = _help("scan direction for stage-1 documents", "forward")
+    stage2_direction: str = _help("scan direction for stage-2 prompts", "backward")
+    budget: int = _help("token budget of a stage-1 document / a stage-2 example", 4096)
+    split: list[float] = _help("train/val/test fractions by sequence id", [0.8, 0.1, 0.1])  # noqa: RUF009
+    targets_per_sequence: int = _help(
+        "stage-2 targets sampled per sequence and task in train/val (0 = every event); the "
+        "test split always uses eval_targets_per_sequence",
+        16,
+    )
+    eval_targets_per_sequence: int = _help("stage-2 targets per test sequence (0 = all)", 32)
+    min_history: int = _help("events of history before the first stage-2 target", 8)
+    tasks: list[str] = _help("stage-2 tasks", list(TASKS))  # noqa: RUF009 (copied per instance)
+    validation: str = _help("'strict' (fail on the first bad sequence) or 'quarantine'", "strict")
+    tokenizer: str | None = _help(
+        "tokenizer directory; None trains the tiny BPE on the training text", None
+    )
+    vocab_size: int = _help("BPE vocabulary size when training the tokenizer", 2048)
+    image_min_pixels: int = _help("Qwen2.5-VL min_pixels for event images", 56 * 56)
+    image_max_pixels: int = _help("Qwen2.5-VL max_pixels for event images", 112 * 112)
+    seed: int = _help("seed of the split and of target sampling", 0)
+
+    def __post_init__(self) -> None:
+        if self.delta < 0:
+            raise ValueError(f"data.delta must be >= 0, got {self.delta}")
+        for name in ("stage1_direction", "stage2_direction"):
+            if getattr(self, name) not in DIRECTIONS:
+                raise ValueError(f"data.{name} must be one of {DIRECTIONS}")
+        if (
+            len(self.split) != 3
+            or any(f < 0 for f in self.split)
+            or abs(sum(self.split) - 1) > 1e-6
+        ):
+            raise ValueError(
+                f"data.split must be 3 non-negative fractions summing to 1, got {self.split}"
+            )
+        if self.budget < 64:
+            raise ValueError(f"data.budget must be >= 64 tokens, got {self.budget}")
+        if unknown := set(self.tasks) - set(TASKS):
+            raise ValueError(f"data.tasks: unknown {sorted(unknown)}; choose from {TASKS}")
+        if self.validation not in ("strict", "quarantine"):
+            raise ValueError("data.validation must be 'strict' or 'quarantine'")
+        if self.min_history < 1:
+            raise ValueError("data.min_history must be >= 1")
+
+
+@dataclass
+class Config:
+    """The whole tree. ``output_dir`` holds every artefact of a run."""
+
+    output_dir: str = _help("where the run writes data, checkpoints and reports", "runs/default")
+    data: DataConfig = field(default_factory=DataConfig)
+
+    # --- (de)serialisation ---------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return _build(cls, data, "")
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {[prefix + k for k in unknown]}; "
+            f"valid keys here: {sorted(prefix + n for n in names)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"config key {key!r} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[]") for v in value]
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if hint is dict and isinstance(value, dict):
+        return value
+    raise ValueError(f"config key {key!r} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a plain dict."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override must look like section.key=value, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← YAML file ← overrides, checked."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file must hold a mapping")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return Config.from_dict(data)
+    except ValueError as err:
+        raise ValueError(f"{path or 'config'}: {err}") from err
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per key with its default and help: what ``--help`` of a job prints."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.extend(describe(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            lines.append(
+                f"  {prefix}{f.name}={getattr(defaults, f.name)!r}  {f.metadata.get('help', '')}"
+            )
+    return lines

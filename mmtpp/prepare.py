@@ -1,0 +1,470 @@
+"""Raw event dataset → training-ready shards, in parallel on Ray Data (SPEC §1, issue 3).
+
+Per batch of sequences (``process_table``, plain Python, unit-testable without Ray):
+validate (strict: raise naming the sequence; quarantine: emit the sequence with its reasons)
+→ split by a hash of the sequence id → tokenize → stage-1 windows under forward compression,
+packed into documents of at most ``budget`` tokens → stage-2 examples (backward-compressed
+prompt + response) for sampled targets → one output table whose ``kind`` column says what
+each row is.
+
+``run_prepare`` reads the dataset with ``ray.data.read_parquet``, runs ``process_table`` in
+``map_batches`` over every CPU Ray gives it, and writes one Parquet dataset per kind and
+split plus ``manifest.json``. Work is bounded per batch (a long sequence yields several
+windows, each rendered on its own), outputs are deterministic for a config, and a run whose
+inputs, config and code version match an existing manifest reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mmtpp.config import Config, DataConfig
+from mmtpp.events import SEQUENCES_DIR, ImageRef, read_info, sequence_files
+from mmtpp.images import ImageSpec, read_bytes
+from mmtpp.stats import image_token_counter
+from mmtpp.templates import EventTokens, Renderer
+from mmtpp.tokens import TokenIds, extend_tokenizer, fingerprint, load_tokenizer, train_tokenizer
+from mmtpp.validation import Checks, ValidationError, conform_table, validate_table
+
+SPLITS = ("train", "val", "test")
+KINDS = ("stage1", "stage2")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),  # stage1 | stage2 | quarantine
+        ("split", pa.string()),
+        ("seq_id", pa.string()),  # stage1: first sequence of the packed document
+        ("task", pa.string()),  # stage2 only
+        ("target", pa.int64()),  # stage2: index of the predicted event
+        ("start", pa.int64()),  # first event of the (first) window
+        ("input_ids", pa.list_(pa.int32())),
+        ("prompt_length", pa.int32()),  # stage2: loss only after this position
+        ("num_tokens", pa.int32()),
+        ("events", pa.int32()),  # events covered (compressed ones included)
+        ("compressed_events", pa.int32()),
+        ("doc_lengths", pa.list_(pa.int32())),  # stage1: packed document lengths
+        ("images", pa.list_(pa.binary())),  # encoded images, in order of appearance
+        ("true_gap", pa.float64()),
+        ("true_type", pa.int32()),
+        ("true_text", pa.string()),
+        ("problems", pa.string()),  # quarantine: JSON list of problems
+    ]
+)
+
+
+def split_of(seq_ids: list[str], fractions: list[float], seed: int) -> list[str]:
+    """Deterministic train/val/test assignment from a hash of (seed, seq_id): stable when
+    sequences are added, removed or reordered."""
+    edges = np.cumsum(fractions)
+    out = []
+    for seq_id in seq_ids:
+        digest = hashlib.blake2b(f"{seed}:{seq_id}".encode(), digest_size=8).digest()
+        u = int.from_bytes(digest, "big") / 2**64
+        out.append(SPLITS[min(int(np.searchsorted(edges, u, side="right")), 2)])
+    return out
+
+
+def sample_targets(n: int, count: int, min_history: int, seed: int, seq_id: str) -> np.ndarray:
+    """Indices of the events to predict: ``count`` of ``[min_history, n)`` (0 = all), seeded
+    per sequence so the choice does not depend on batching."""
+    candidates = np.arange(min_history, n)
+    if count <= 0 or count >= candidates.size:
+        return candidates
+    digest = hashlib.blake2b(f"targets:{seed}:{seq_id}".encode(), digest_size=8).digest()
+    rng = np.random.default_rng(int.from_bytes(digest, "big"))
+    return np.sort(rng.choice(candidates, size=count, replace=False))
+
+
+@dataclass
+class PrepareContext:
+    """Everything ``process_table`` needs; built once per Ray worker from plain values."""
+
+    data: DataConfig
+    tokenizer_dir: str
+    num_types: int
+    root: str
+    duplicate_ids: frozenset[str] = frozenset()
+    renderer: Renderer = field(init=False)
+    spec: ImageSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        tokenizer = load_tokenizer(self.tokenizer_dir)
+        self.renderer = Renderer(tokenizer, TokenIds.from_tokenizer(tokenizer, self.num_types))
+        self.spec = ImageSpec(
+            min_pixels=self.data.image_min_pixels, max_pixels=self.data.image_max_pixels
+        )
+
+
+def _row(kind: str, split: str, seq_id: str, **values: Any) -> dict[str, Any]:
+    row = dict.fromkeys(OUTPUT_SCHEMA.names)
+    row.update(kind=kind, split=split, seq_id=seq_id, **values)
+    return row
+
+
+def _image_bytes(refs: list[ImageRef | None], events: np.ndarray, ctx: PrepareContext) -> list:
+    return [read_bytes(refs[i], ctx.root, ctx.spec) for i in events]
+
+
+def _stage1_rows(
+    ets: list[EventTokens], seqs: list, splits: list[str], ctx: PrepareContext
+) -> list[dict]:
+    """Windows of every sequence, packed in order into documents of ≤ budget tokens."""
+    r, d = ctx.renderer, ctx.data
+    rows: list[dict] = []
+    open_doc: dict[str, dict] = {}
+    for et, seq, split in zip(ets, seqs, splits, strict=True):
+        for start, stop, mask in r.stage1_windows(et, d.delta, d.budget, d.stage1_direction):
+            ids = np.append(r.render(et, start, stop, mask), r.ids.eos)
+            kept = np.arange(start, stop)[~mask]
+            images = _image_bytes(seq.image, kept[et.image_tokens[kept] > 0], ctx)
+            doc = open_doc.get(split)
+            if doc is not None and doc["num_tokens"] + ids.size > d.budget:
+                rows.append(doc)
+                doc = None
+            if doc is None:
+                doc = _row(
+                    "stage1",
+                    split,
+                    et.seq_id,
+                    start=start,
+                    target=len(rows),
+                    input_ids=[],
+                    doc_lengths=[],
+                    images=[],
+                    num_tokens=0,
+                    events=0,
+                    compressed_events=0,
+                )
+                open_doc[split] = doc
+            doc["input_ids"].extend(ids.tolist())
+            doc["doc_lengths"].append(int(ids.size))
+            doc["images"].extend(images)
+            doc["num_tokens"] += int(ids.size)
+            doc["events"] += stop - start
+            doc["compressed_events"] += int(mask.sum())
+    rows.extend(open_doc[s] for s in SPLITS if s in open_doc)
+    return rows
+
+
+def _stage2_rows(et: EventTokens, seq, split: str, ctx: PrepareContext) -> list[dict]:
+    d, r = ctx.data, ctx.renderer
+    count = d.eval_targets_per_sequence if split == "test" else d.targets_per_sequence
+    rows = []
+    for target in sample_targets(len(et), count, d.min_history, d.seed, et.seq_id):
+        for task in d.tasks:
+            ex = r.example(et, int(target), task, d.delta, d.budget)
+            if ex is None:
+                continue
+            rows.append(
+                _row(
+                    "stage2",
+                    split,
+                    et.seq_id,
+                    task=task,
+                    target=int(target),
+                    start=ex.start,
+                    input_ids=ex.input_ids.tolist(),
+                    prompt_length=ex.prompt_length,
+                    num_tokens=int(ex.input_ids.size),
+                    events=int(target) - ex.start,
+                    compressed_events=ex.compressed_events,
+                    images=_image_bytes(seq.image, ex.image_events, ctx),
+                    true_gap=float(et.gaps[target]),
+                    true_type=int(et.types[target]),
+                    true_text=seq.text[target],
+                )
+            )
+    return rows
+
+
+def process_table(table: pa.Table, ctx: PrepareContext, source: str = "<batch>") -> pa.Table:
+    """One batch of raw sequences → output rows (see module docstring)."""
+    from mmtpp.events import table_to_sequences
+
+    d = ctx.data
+    table = conform_table(table, source)
+    checks = Checks(ctx.num_types, ctx.root, ctx.spec)
+    good, rejected, problems = validate_table(table, source, checks)
+    if ctx.duplicate_ids:
+        dup = pc.is_in(good.column("seq_id"), pa.array(sorted(ctx.duplicate_ids), pa.string()))
+        for seq_id in good.filter(dup).column("seq_id").to_pylist():
+            problems.append(_dup_problem(source, seq_id))
+        rejected_dups = good.filter(dup).to_pylist()
+        good = good.filter(pc.invert(dup))
+    else:
+        rejected_dups = []
+    if problems and d.validation == "strict":
+        raise ValidationError(problems)
+    rows: list[dict] = []
+    dup_problem = [{"event": -1, "field": "seq_id", "reason": "duplicate_seq_id",
+                    "message": "seq_id appears more than once in the dataset"}]  # fmt: skip
+    for q in rejected.to_pylist() + [{**r, "source_file": source, "problems": dup_problem}
+                                     for r in rejected_dups]:  # fmt: skip
+        record = {"source": q["source_file"], "problems": q["problems"]}
+        rows.append(
+            _row(
+                "quarantine",
+                "",
+                q["seq_id"] or "",
+                problems=json.dumps(record),
+                events=len(q["time"] or []),
+            )
+        )
+    seqs = table_to_sequences(good)
+    splits = split_of([s.seq_id for s in seqs], d.split, d.seed)
+    counter = image_token_counter(ctx.root, ctx.spec)
+    ets = ctx.renderer.event_tokens(seqs, counter)
+    rows.extend(_stage1_rows(ets, seqs, splits, ctx))
+    for et, seq, split in zip(ets, seqs, splits, strict=True):
+        rows.extend(_stage2_rows(et, seq, split, ctx))
+    return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+
+
+def _dup_problem(source: str, seq_id: str):
+    from mmtpp.validation import Problem
+
+    return Problem(source, seq_id, -1, "seq_id", "duplicate_seq_id", "seq_id appears twice")
+
+
+# --- the driver -------------------------------------------------------------------------
+
+
+def input_fingerprint(root: Path) -> str:
+    """Hash of the dataset's files (names, sizes, modification times) and its info."""
+    h = hashlib.sha256()
+    for path in sorted((root / SEQUENCES_DIR).glob("*.parquet")):
+        st = path.stat()
+        h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update((root / "dataset.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def scan_ids_and_text(root: Path, data: DataConfig) -> tuple[list[str], list[str], frozenset]:
+    """seq ids, training-split text (for the tokenizer) and duplicated ids, read column-wise."""
+    ids: list[str] = []
+    texts: list[str] = []
+    for path in sequence_files(root):
+        columns = ["seq_id", "text"] if "text" in pq.read_schema(path).names else ["seq_id"]
+        table = pq.read_table(path, columns=columns)
+        batch_ids = [str(s) for s in table.column("seq_id").to_pylist()]
+        ids.extend(batch_ids)
+        if "text" in table.column_names:
+            in_train = [s == "train" for s in split_of(batch_ids, data.split, data.seed)]
+            for keep, row in zip(in_train, table.column("text").to_pylist(), strict=True):
+                if keep and row:
+                    texts.extend(t for t in row if t)
+    dups = frozenset(s for s, c in Counter(ids).items() if c > 1)
+    return ids, texts, dups
+
+
+def build_tokenizer(data: DataConfig, texts: list[str], num_types: int, out_dir: Path) -> str:
+    """Save the run's tokenizer to ``out_dir``: trained on the training text, or a local
+    tokenizer (e.g. Qwen2.5-VL's) extended with mmtpp's tokens."""
+    if data.tokenizer:
+        tokenizer = load_tokenizer(data.tokenizer)
+        extend_tokenizer(tokenizer, num_types)
+    else:
+        tokenizer = train_tokenizer(texts, num_types, data.vocab_size)
+    tokenizer.save_pretrained(out_dir)
+    return fingerprint(tokenizer)
+
+
+@dataclass
+class PrepareResult:
+    output_dir: Path
+    manifest: dict[str, Any]
+    reused: bool
+
+
+def _code_version() -> str:
+    h = hashlib.sha256()
+    for name in ("prepare.py", "templates.py", "compression.py", "tokens.py", "validation.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _fingerprint(root: Path, data: DataConfig) -> str:
+    payload = {"data": vars(data), "input": input_fingerprint(root), "code": _code_version()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
+
+
+def run_prepare(
+    config: Config, dataset_root: str | Path, output_dir: str | Path, batch_size: int = 16
+) -> PrepareResult:
+    """Prepare ``dataset_root`` into ``output_dir`` on the connected Ray cluster."""
+    import ray
+
+    from mmtpp.cli import progress_printer
+
+    root = Path(dataset_root).resolve()
+    out = Path(output_dir)
+    data = config.data
+    info = read_info(root)
+    fp = _fingerprint(root, data)
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if old.get("fingerprint") == fp:
+            print(f"prepare: reusing {out} (inputs and config unchanged)", flush=True)
+            return PrepareResult(out, old, reused=True)
+    t0 = time.perf_counter()
+    ids, texts, dups = scan_ids_and_text(root, data)
+    if dups and data.validation == "strict":
+        raise ValidationError([_dup_problem(str(root), s) for s in sorted(dups)])
+    out.mkdir(parents=True, exist_ok=True)
+    tok_fp = build_tokenizer(data, texts, info.num_types, out / "tokenizer")
+    print(f"prepare: {len(ids)} sequences, tokenizer {tok_fp}", flush=True)
+
+    ctx_args = {
+        "data": data,
+        "tokenizer_dir": str((out / "tokenizer").resolve()),
+        "num_types": info.num_types,
+        "root": str(root),
+        "duplicate_ids": dups,
+    }
+
+    class Process:
+        def __init__(self) -> None:
+            import torch  # noqa: F401  (keeps transformers' lazy imports quiet per worker)
+
+            self.ctx = PrepareContext(**ctx_args)
+
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            return process_table(batch, self.ctx, source=f"{root}/{SEQUENCES_DIR}")
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    files = [str(p) for p in sequence_files(root)]
+    cpus = max(1, int(ray.available_resources().get("CPU", 1)))
+    ds = ray.data.read_parquet(files, override_num_blocks=max(len(files), cpus))
+    processed = ds.map_batches(
+        Process,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
+    ).materialize()
+
+    counts: Counter[tuple[str, str]] = Counter()
+    tokens: Counter[tuple[str, str]] = Counter()
+    quarantined: list[dict] = []
+    for kind in KINDS:
+        for split in SPLITS:
+            target = out / kind / split
+            _clear(target)
+    report = progress_printer("writing")
+    written = 0
+    total_rows = processed.count()
+    shard = Counter()
+    for batch in processed.iter_batches(batch_format="pyarrow", batch_size=4096):
+        written += batch.num_rows
+        for kind in ("stage1", "stage2"):
+            for split in SPLITS:
+                part = batch.filter(
+                    pc.and_(pc.equal(batch["kind"], kind), pc.equal(batch["split"], split))
+                )
+                if part.num_rows:
+                    target = out / kind / split
+                    target.mkdir(parents=True, exist_ok=True)
+                    pq.write_table(part, target / f"part-{shard[(kind, split)]:05d}.parquet")
+                    shard[(kind, split)] += 1
+                    counts[(kind, split)] += part.num_rows
+                    tokens[(kind, split)] += int(pc.sum(part["num_tokens"]).as_py() or 0)
+        q = batch.filter(pc.equal(batch["kind"], "quarantine"))
+        quarantined.extend(
+            {"seq_id": r["seq_id"], **json.loads(r["problems"])}
+            for r in q.select(["seq_id", "problems"]).to_pylist()
+        )
+        report(written, total_rows)
+    if quarantined:
+        (out / "quarantine.json").write_text(json.dumps(quarantined, indent=1))
+
+    stats = token_stats(out, data)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": fp,
+        "dataset": str(root),
+        "dataset_name": info.name,
+        "type_names": info.type_names,
+        "num_types": info.num_types,
+        "sequences_in": len(ids),
+        "sequences_quarantined": len(quarantined),
+        "sequences_out": len(ids) - len(quarantined),
+        "quarantine_reasons": dict(
+            Counter(p["reason"] for q in quarantined for p in q["problems"])
+        ),
+        "splits": dict(Counter(split_of(ids, data.split, data.seed))),
+        "rows": {f"{k}/{s}": counts[(k, s)] for k in KINDS for s in SPLITS},
+        "tokens": {f"{k}/{s}": tokens[(k, s)] for k in KINDS for s in SPLITS},
+        "delta": data.delta,
+        "budget": data.budget,
+        "tokenizer_fingerprint": tok_fp,
+        "token_stats": stats,
+        "config": config.to_dict(),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return PrepareResult(out, manifest, reused=False)
+
+
+def _clear(path: Path) -> None:
+    if path.is_dir():
+        for f in path.glob("*.parquet"):
+            f.unlink()
+
+
+def token_stats(out: Path, data: DataConfig) -> dict[str, Any]:
+    """Summary of the written shards: document and prompt lengths, compression."""
+    stats: dict[str, Any] = {}
+    for kind in KINDS:
+        files = sorted((out / kind / "train").glob("*.parquet"))
+        if not files:
+            continue
+        t = pa.concat_tables(
+            pq.read_table(f, columns=["num_tokens", "events", "compressed_events"]) for f in files
+        )
+        n = np.asarray(t["num_tokens"])
+        ev = np.asarray(t["events"])
+        comp = np.asarray(t["compressed_events"])
+        stats[kind] = {
+            "rows": int(n.size),
+            "mean_tokens": float(n.mean()),
+            "max_tokens": int(n.max()),
+            "mean_events": float(ev.mean()),
+            "compressed_fraction": float(comp.sum() / max(ev.sum(), 1)),
+        }
+    return stats
+
+
+def format_summary(manifest: dict[str, Any]) -> str:
+    lines = [
+        f"sequences in {manifest['sequences_in']}, out {manifest['sequences_out']}, "
+        f"quarantined {manifest['sequences_quarantined']}  (Δ={manifest['delta']}, "
+        f"budget {manifest['budget']}, tokenizer {manifest['tokenizer_fingerprint']})",
+        f"{'rows':<14}{'train':>10}{'val':>10}{'test':>10}",
+    ]
+    for kind in KINDS:
+        cells = "".join(f"{manifest['rows'][f'{kind}/{s}']:>10}" for s in SPLITS)
+        lines.append(f"{kind:<14}{cells}")
+        cells = "".join(f"{manifest['tokens'][f'{kind}/{s}']:>10}" for s in SPLITS)
+        lines.append(f"{'  tokens':<14}{cells}")
+    for kind, s in manifest.get("token_stats", {}).items():
+        lines.append(
+            f"{kind} train: mean {s['mean_tokens']:.0f} tokens (max {s['max_tokens']}), "
+            f"{s['mean_events']:.1f} events/row, {s['compressed_fraction']:.1%} compressed"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_dataset
+
+from mmtpp.config import load_config
+from mmtpp.events import sequences_to_table
+from mmtpp.prepare import (
+    OUTPUT_SCHEMA,
+    PrepareContext,
+    build_tokenizer,
+    process_table,
+    sample_targets,
+    split_of,
+)
+from mmtpp.templates import Parser
+from mmtpp.tokens import TokenIds, load_tokenizer
+from mmtpp.validation import ValidationError
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    info, seqs = make_dataset(root)
+    return root, info, seqs
+
+
+def context(root, tmp_path, **overrides):
+    cfg = load_config(overrides=[f"data.{k}={v}" for k, v in overrides.items()])
+    texts = ["storm north taxi delay minutes"] * 20
+    build_tokenizer(cfg.data, texts, 4, tmp_path / "tok")
+    return PrepareContext(cfg.data, str(tmp_path / "tok"), 4, str(root))
+
+
+def test_split_is_stable_and_disjoint():
+    ids = [f"seq-{i}" for i in range(2000)]
+    a = split_of(ids, [0.8, 0.1, 0.1], 0)
+    b = split_of(list(reversed(ids)), [0.8, 0.1, 0.1], 0)
+    assert a == list(reversed(b))  # per id, not per position
+    counts = {s: a.count(s) for s in ("train", "val", "test")}
+    assert abs(counts["train"] - 1600) < 100 and counts["val"] > 120 and counts["test"] > 120
+    assert split_of(ids[:100], [0.8, 0.1, 0.1], 1) != a[:100]
+
+
+def test_targets_are_seeded_per_sequence():
+    t = sample_targets(100, 10, 8, 0, "x")
+    assert t.size == 10 and t.min() >= 8 and np.all(np.diff(t) > 0)
+    np.testing.assert_array_equal(t, sample_targets(100, 10, 8, 0, "x"))
+    assert sample_targets(5, 10, 8, 0, "x").size == 0
+    assert sample_targets(20, 0, 8, 0, "x").tolist() == list(range(8, 20))
+
+
+def test_process_table_outputs(dataset, tmp_path):
+    root, _, seqs = dataset
+    ctx = context(root, tmp_path, budget=512, targets_per_sequence=4, eval_targets_per_sequence=4)
+    out = process_table(sequences_to_table(seqs), ctx)
+    assert out.schema.equals(OUTPUT_SCHEMA)
+    rows = out.to_pylist()
+    stage1 = [r for r in rows if r["kind"] == "stage1"]
+    stage2 = [r for r in rows if r["kind"] == "stage2"]
+    assert all(r["num_tokens"] <= 512 and len(r["input_ids"]) == r["num_tokens"] for r in stage1)
+    assert all(sum(r["doc_lengths"]) == r["num_tokens"] for r in stage1)
+    # every event of every sequence lands in exactly one stage-1 document
+    assert sum(r["events"] for r in stage1) == sum(len(s) for s in seqs)
+    # images travel with the rows: one encoded image per <|vision_start|>
+    tok = load_tokenizer(tmp_path / "tok")
+    ids = TokenIds.from_tokenizer(tok, 4)
+    for r in stage1 + stage2:
+        assert r["input_ids"].count(ids.vision_start) == len(r["images"])
+    parser = Parser(tok, ids)
+    by_id = {s.seq_id: s for s in seqs}
+    for r in stage2:
+        seq = by_id[r["seq_id"]]
+        assert r["num_tokens"] <= 512
+        assert r["input_ids"][r["prompt_length"] - 1] == ids.task_ids[r["task"]]
+        # the target is exactly the event after the prompt's history
+        assert r["true_gap"] == pytest.approx(seq.time[r["target"]] - seq.time[r["target"] - 1])
+        assert r["true_type"] == seq.type[r["target"]]
+        parsed = parser.parse(r["task"], r["input_ids"][r["prompt_length"] :])
+        want = {"time": np.float32(r["true_gap"]), "type": r["true_type"], "text": r["true_text"]}
+        assert parsed.value == want[r["task"]]
+        assert r["start"] + r["events"] == r["target"]
+
+
+def test_strict_fails_naming_the_sequence_and_quarantine_keeps_count(dataset, tmp_path):
+    root, _, seqs = dataset
+    bad = seqs[0].slice(0, 10)
+    bad.time = bad.time[::-1].copy()
+    table = pa.concat_tables([sequences_to_table([bad]), sequences_to_table(seqs[1:3])])
+    with pytest.raises(ValidationError, match="sequence 's000', event 1, field 'time'"):
+        process_table(table, context(root, tmp_path))
+    out = process_table(table, context(root, tmp_path, validation="quarantine"))
+    q = [r for r in out.to_pylist() if r["kind"] == "quarantine"]
+    assert [r["seq_id"] for r in q] == ["s000"]
+    assert json.loads(q[0]["problems"])["problems"][0]["reason"] == "unsorted"
+
+
+@pytest.mark.ray
+def test_run_prepare_end_to_end(ray_local, dataset, tmp_path):
+    from mmtpp.prepare import run_prepare
+
+    root, _, seqs = dataset
+    cfg = load_config(overrides=["data.budget=512", "data.targets_per_sequence=3"])
+    first = run_prepare(cfg, root, tmp_path / "a")
+    m = first.manifest
+    assert m["sequences_in"] == len(seqs) == m["sequences_out"] + m["sequences_quarantined"]
+    assert sum(m["splits"].values()) == len(seqs)
+    ids_by_split = {}
+    for split in ("train", "val", "test"):
+        files = sorted((tmp_path / "a" / "stage2" / split).glob("*.parquet"))
+        ids_by_split[split] = {
+            s for f in files for s in pq.read_table(f, columns=["seq_id"])["seq_id"].to_pylist()
+        }
+    assert not ids_by_split["train"] & ids_by_split["test"]
+    assert not ids_by_split["train"] & ids_by_split["val"]
+    again = run_prepare(cfg, root, tmp_path / "a")
+    assert again.reused
+    second = run_prepare(cfg, root, tmp_path / "b")
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.parquet"))
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.parquet"))
+    assert files_a == files_b and files_a
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    assert second.manifest["rows"] == m["rows"]
