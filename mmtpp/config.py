@@ -40,7 +40,7 @@ class DataConfig:
     stage1_direction: str = _help("scan direction for stage-1 documents", "forward")
     stage2_direction: str = _help("scan direction for stage-2 prompts", "backward")
     budget: int = _help("token budget of a stage-1 document / a stage-2 example", 4096)
-    split: list[float] = _help("train/val/test fractions by sequence id", [0.8, 0.1, 0.1])  # noqa: RUF009
+    split: list[float] = _help("train/val/test fractions by sequence id", [0.8, 0.1, 0.1])
     targets_per_sequence: int = _help(
         "stage-2 targets sampled per sequence and task in train/val (0 = every event); the "
         "test split always uses eval_targets_per_sequence",
@@ -48,7 +48,7 @@ class DataConfig:
     )
     eval_targets_per_sequence: int = _help("stage-2 targets per test sequence (0 = all)", 32)
     min_history: int = _help("events of history before the first stage-2 target", 8)
-    tasks: list[str] = _help("stage-2 tasks", list(TASKS))  # noqa: RUF009 (copied per instance)
+    tasks: list[str] = _help("stage-2 tasks", list(TASKS))
     validation: str = _help("'strict' (fail on the first bad sequence) or 'quarantine'", "strict")
     tokenizer: str | None = _help(
         "tokenizer directory; None trains the tiny BPE on the training text", None
@@ -82,12 +82,69 @@ class DataConfig:
             raise ValueError("data.min_history must be >= 1")
 
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ModelConfig:
+    base: str = _help(
+        "'tiny' (a random Qwen2.5-VL-architecture model sized below) or a local directory "
+        "holding a Qwen2.5-VL checkpoint (e.g. Qwen2.5-VL-3B-Instruct); never downloaded",
+        "tiny",
+    )
+    hidden_size: int = _help("tiny: text hidden size", 128)
+    num_layers: int = _help("tiny: text decoder layers", 2)
+    num_heads: int = _help("tiny: attention heads", 4)
+    num_kv_heads: int = _help("tiny: key/value heads", 2)
+    intermediate_size: int = _help("tiny: MLP width", 384)
+    vision_depth: int = _help("tiny: vision transformer blocks", 2)
+    vision_hidden_size: int = _help("tiny: vision hidden size", 64)
+    tie_embeddings: bool = _help("tiny: tie input and output embeddings (as 3B does)", True)
+    dtype: str = _help("'float32' (CPU) or 'bfloat16' (GPU)", "float32")
+    attn_implementation: str = _help("'sdpa' or 'eager' ('flash_attention_2' on GPU)", "sdpa")
+    gradient_checkpointing: bool = _help("recompute activations to save memory (3B/7B)", False)
+    seed: int = _help("seed of the tiny model's initialisation and of LoRA", 0)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype}")
+        if self.base != "tiny" and not Path(self.base).is_dir():
+            raise ValueError(
+                f"model.base must be 'tiny' or a local checkpoint directory; {self.base!r} "
+                "does not exist (weights are never downloaded)"
+            )
+        head_dim = self.hidden_size // self.num_heads
+        if self.hidden_size % self.num_heads or head_dim % 2:
+            raise ValueError("model.hidden_size must divide into heads of even size")
+
+
+@dataclass
+class LoraSettings:
+    r: int = _help("LoRA rank", 16)
+    alpha: int = _help("LoRA alpha (scale = alpha / r)", 64)
+    dropout: float = _help("LoRA dropout", 0.1)
+    target_modules: list[str] = _help(
+        "language-model linear layers that get adapters", LORA_TARGETS
+    )
+    train_new_tokens: bool = _help(
+        "train the embedding rows of mmtpp's added tokens (LoRA alone cannot learn them)", True
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError("lora: need r >= 1, alpha > 0, 0 <= dropout < 1")
+        if unknown := set(self.target_modules) - set(LORA_TARGETS):
+            raise ValueError(f"lora.target_modules: unknown {sorted(unknown)}")
+
+
 @dataclass
 class Config:
     """The whole tree. ``output_dir`` holds every artefact of a run."""
 
     output_dir: str = _help("where the run writes data, checkpoints and reports", "runs/default")
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
     # --- (de)serialisation ---------------------------------------------------------------
 

@@ -468,3 +468,30 @@ def format_summary(manifest: dict[str, Any]) -> str:
             f"{s['mean_events']:.1f} events/row, {s['compressed_fraction']:.1%} compressed"
         )
     return "\n".join(lines)
+
+
+def resolve_dataset(config: Config) -> Path:
+    """The dataset directory of a config; 'synthetic' generates it once under the run."""
+    if config.data.source != "synthetic":
+        root = Path(config.data.source)
+        read_info(root)  # a clear error if this is not a dataset
+        return root
+    from mmtpp.sources.synthetic import SynthConfig, synthesize
+
+    root = Path(config.output_dir) / "data"
+    synth = SynthConfig(num_sequences=config.data.synth_sequences, seed=config.data.synth_seed)
+    marker = root / "synth_config.json"
+    wanted = json.dumps(vars(synth), sort_keys=True, default=str)
+    if marker.is_file() and marker.read_text() == wanted:
+        return root
+    from mmtpp.cli import progress_printer
+
+    synthesize(synth, root, progress=progress_printer("synthesizing"))
+    marker.write_text(wanted)
+    return root
+
+
+def prepare_from_config(config: Config) -> PrepareResult:
+    """Resolve the dataset and prepare it into ``<output_dir>/prepared``."""
+    root = resolve_dataset(config)
+    return run_prepare(config, root, Path(config.output_dir) / "prepared")

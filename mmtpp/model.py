@@ -1,0 +1,272 @@
+"""The Qwen2.5-VL model with LoRA adapters: build, extend, batch, save, reload, merge (SPEC §5–6).
+
+The tiny model and a real 3B/7B checkpoint take the same path: the tiny one is built from the
+config, saved once as a Qwen2.5-VL checkpoint directory (``materialize_base``), and from then
+on loaded exactly like a real checkpoint (``load_base``). Embedding tables grow to hold the
+tokenizer's added tokens and never shrink; the added tokens' rows are trained through PEFT's
+trainable tokens (which keeps tied input/output embeddings tied), LoRA adapts the language
+model's linear layers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    PreTrainedTokenizerBase,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from mmtpp.config import LoraSettings, ModelConfig
+from mmtpp.images import ImageSpec, open_image
+from mmtpp.templates import IGNORE_INDEX
+from mmtpp.tokens import (
+    IMAGE_PAD,
+    VIDEO_PAD,
+    VISION_END,
+    VISION_START,
+    load_tokenizer,
+    mmtpp_tokens,
+)
+
+ADAPTER_DIR = "adapter"
+META_FILE = "mmtpp_model.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Split head_dim/2 rotary frequencies over (time, height, width), as Qwen2.5-VL does."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5_VLConfig:
+    """A Qwen2.5-VL config of the tiny size, with the tokenizer's vocabulary and ids."""
+    vocab = tokenizer.get_vocab()
+    padded_vocab = 64 * math.ceil(len(tokenizer) / 64)
+    head_dim = cfg.hidden_size // cfg.num_heads
+    eos = tokenizer.eos_token_id
+    text = {
+        "vocab_size": padded_vocab,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "max_position_embeddings": 32768,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1e6,
+            "mrope_section": _mrope_section(head_dim),
+        },
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "pad_token_id": eos,
+    }
+    vision = {
+        "depth": cfg.vision_depth,
+        "hidden_size": cfg.vision_hidden_size,
+        "intermediate_size": 2 * cfg.vision_hidden_size,
+        "num_heads": max(1, cfg.vision_hidden_size // 16),
+        "out_hidden_size": cfg.hidden_size,
+        "fullatt_block_indexes": [cfg.vision_depth - 1],
+        "window_size": 112,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    return Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=vocab[IMAGE_PAD],
+        video_token_id=vocab[VIDEO_PAD],
+        vision_start_token_id=vocab[VISION_START],
+        vision_end_token_id=vocab[VISION_END],
+        tie_word_embeddings=cfg.tie_embeddings,
+    )
+
+
+def image_processor(spec: ImageSpec) -> Qwen2VLImageProcessorPil:
+    """Qwen2.5-VL's image processor with the sizes the token counts were computed for."""
+    return Qwen2VLImageProcessorPil(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
+
+
+def materialize_base(
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path
+) -> Path:
+    """The base checkpoint directory: ``cfg.base`` for a real model; for 'tiny', a random
+    model built once from ``cfg.seed`` and saved to ``out_dir`` (reused when present)."""
+    if cfg.base != "tiny":
+        return Path(cfg.base)
+    out = Path(out_dir)
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(cfg.seed)
+    model = Qwen2_5_VLForConditionalGeneration(tiny_config(cfg, tokenizer))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def load_base(
+    path: str | Path, cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase
+) -> Qwen2_5_VLForConditionalGeneration:
+    """Load a Qwen2.5-VL checkpoint from a local directory and make room for the tokenizer's
+    tokens (the table grows to a multiple of 64 and never shrinks)."""
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        str(path),
+        dtype=DTYPES[cfg.dtype],
+        attn_implementation=cfg.attn_implementation,
+        local_files_only=True,
+    )
+    vocab = tokenizer.get_vocab()
+    if model.config.image_token_id != vocab[IMAGE_PAD]:
+        raise ValueError(
+            f"tokenizer and checkpoint {path} disagree on <|image_pad|> "
+            f"({vocab[IMAGE_PAD]} vs {model.config.image_token_id}): prepare the data with "
+            f"data.tokenizer={path}"
+        )
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def added_token_ids(tokenizer: PreTrainedTokenizerBase, num_types: int) -> list[int]:
+    vocab = tokenizer.get_vocab()
+    return sorted(int(vocab[t]) for t in mmtpp_tokens(num_types))
+
+
+def lora_config(lora: LoraSettings, token_ids: list[int], tied: bool):
+    from peft import LoraConfig
+
+    # Adapters only on the language model: a plain name list would also wrap the vision MLP.
+    targets = rf".*language_model.*\.({'|'.join(lora.target_modules)})"
+    tokens: dict[str, list[int]] | None = None
+    if lora.train_new_tokens:
+        # With tied embeddings PEFT ties lm_head to the embed_tokens adapter itself.
+        tokens = (
+            {"embed_tokens": token_ids}
+            if tied
+            else {
+                "embed_tokens": token_ids,
+                "lm_head": token_ids,
+            }
+        )
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        trainable_token_indices=tokens,
+        task_type="CAUSAL_LM",
+    )
+
+
+def add_lora(model, lora: LoraSettings, token_ids: list[int]):
+    from peft import get_peft_model
+
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    return get_peft_model(model, lora_config(lora, token_ids, tied))
+
+
+def load_adapter(model, adapter_dir: str | Path, trainable: bool):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+
+
+def save_trained(peft_model, tokenizer, out_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """Adapter + tokenizer + what is needed to rebuild the model (``META_FILE``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(out / ADAPTER_DIR)
+    tokenizer.save_pretrained(out)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return out
+
+
+def load_trained(model_dir: str | Path, trainable: bool = False):
+    """A saved adapter directory → (PeftModel, tokenizer, meta)."""
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / META_FILE).read_text())
+    tokenizer = load_tokenizer(model_dir)
+    cfg = ModelConfig(**meta["model"])
+    model = load_base(meta["base_path"], cfg, tokenizer)
+    return load_adapter(model, model_dir / ADAPTER_DIR, trainable), tokenizer, meta
+
+
+def merge(model_dir: str | Path, out_dir: str | Path) -> Path:
+    """Fold the adapter (and trained token rows) into a standalone checkpoint that plain
+    ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` loads."""
+    peft_model, tokenizer, _ = load_trained(model_dir)
+    merged = peft_model.merge_and_unload()
+    out = Path(out_dir)
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# --- batches ------------------------------------------------------------------------------
+
+
+def collate(
+    rows: list[dict[str, Any]],
+    processor: Qwen2VLImageProcessorPil,
+    pad_id: int,
+    image_token_id: int,
+    spec: ImageSpec,
+) -> dict[str, torch.Tensor]:
+    """Prepared rows → model inputs (right-padded).
+
+    Stage-2 rows (``prompt_length`` set) get a loss only on the response; stage-1 rows on
+    every token except image placeholders and padding. Images are decoded and processed in
+    the order their ``<|image_pad|>`` runs appear, so ``pixel_values`` line up.
+    """
+    lengths = [len(r["input_ids"]) for r in rows]
+    width = max(lengths)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    images = []
+    for i, row in enumerate(rows):
+        seq = torch.as_tensor(np.asarray(row["input_ids"], dtype=np.int64))
+        ids[i, : seq.numel()] = seq
+        attention[i, : seq.numel()] = 1
+        lab = seq.clone()
+        prompt = row.get("prompt_length")
+        if prompt:
+            lab[:prompt] = IGNORE_INDEX
+        lab[seq == image_token_id] = IGNORE_INDEX
+        labels[i, : seq.numel()] = lab
+        images.extend(open_image(bytes(b), spec) for b in row.get("images") or [])
+    batch = {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "labels": labels,
+        "mm_token_type_ids": (ids == image_token_id).int(),
+    }
+    if images:
+        out = processor(images=images, return_tensors="pt")
+        grid = out["image_grid_thw"]
+        expected = int((ids == image_token_id).sum())
+        if int(grid.prod(dim=1).sum()) // 4 != expected:
+            raise ValueError(
+                f"{expected} image tokens in the batch but the processor made "
+                f"{int(grid.prod(dim=1).sum()) // 4}: prepared with other image sizes?"
+            )
+        batch["pixel_values"] = out["pixel_values"]
+        batch["image_grid_thw"] = grid
+    return batch
