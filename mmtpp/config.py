@@ -108,11 +108,6 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype}")
-        if self.base != "tiny" and not Path(self.base).is_dir():
-            raise ValueError(
-                f"model.base must be 'tiny' or a local checkpoint directory; {self.base!r} "
-                "does not exist (weights are never downloaded)"
-            )
         head_dim = self.hidden_size // self.num_heads
         if self.hidden_size % self.num_heads or head_dim % 2:
             raise ValueError("model.hidden_size must divide into heads of even size")
@@ -138,6 +133,49 @@ class LoraSettings:
 
 
 @dataclass
+class StageConfig:
+    epochs: int = _help("passes over the stage's training rows", 1)
+    lr: float = _help("peak learning rate", 2e-4)
+    max_steps: int = _help("stop after this many optimizer steps (0 = no limit)", 0)
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = _help("Ray Train workers (one per GPU on GPU nodes)", 2)
+    use_gpu: bool = _help("one GPU per worker", False)
+    cpus_per_worker: float = _help("CPUs reserved per worker", 1.0)
+    stage1: StageConfig = field(default_factory=StageConfig)
+    stage2: StageConfig = field(default_factory=StageConfig)
+    micro_batch: int = _help("rows per worker per forward pass", 2)
+    grad_accum: int = _help("micro-batches per optimizer step", 1)
+    warmup_steps: int = _help("linear warm-up steps, then cosine decay to 10%", 10)
+    weight_decay: float = _help("AdamW weight decay", 0.0)
+    grad_clip: float = _help("gradient norm clipping (0 = off)", 1.0)
+    zero_stage: int = _help("DeepSpeed ZeRO stage: 0, 1, 2 or 3", 2)
+    offload: bool = _help("ZeRO-3: offload parameters and optimizer states to CPU", False)
+    log_every: int = _help("report loss, lr and tokens/s every N optimizer steps", 10)
+    checkpoint_every: int = _help("checkpoint every N optimizer steps (0 = each epoch only)", 0)
+    max_failures: int = _help("worker-group restarts from the last checkpoint", 2)
+    storage_path: str | None = _help(
+        "where Ray Train keeps checkpoints: a local/NFS path or s3://, gs:// "
+        "(default <output_dir>/ray_results)",
+        None,
+    )
+    fail_at_step: int = _help(
+        "fault injection for tests: raise once at this optimizer step (0 = never)", 0
+    )
+    seed: int = _help("seed of the data order and dropout", 0)
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"train.zero_stage must be 0..3, got {self.zero_stage}")
+        if self.num_workers < 1 or self.micro_batch < 1 or self.grad_accum < 1:
+            raise ValueError("train: num_workers, micro_batch and grad_accum must be >= 1")
+        if self.offload and self.zero_stage != 3:
+            raise ValueError("train.offload needs zero_stage=3")
+
+
+@dataclass
 class Config:
     """The whole tree. ``output_dir`` holds every artefact of a run."""
 
@@ -145,6 +183,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     # --- (de)serialisation ---------------------------------------------------------------
 

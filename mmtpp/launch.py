@@ -51,7 +51,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        # The dashboard serves the state API that Ray Train and Tune poll; keep it on.
+        ray.init(num_cpus=num_cpus)
 
 
 def run_job(description: str, body: Callable[[Config, argparse.Namespace], int | None]) -> None:

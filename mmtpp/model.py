@@ -106,6 +106,11 @@ def materialize_base(
     """The base checkpoint directory: ``cfg.base`` for a real model; for 'tiny', a random
     model built once from ``cfg.seed`` and saved to ``out_dir`` (reused when present)."""
     if cfg.base != "tiny":
+        if not (Path(cfg.base) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model.base={cfg.base!r} is neither 'tiny' nor a local checkpoint directory "
+                "with a config.json (weights are never downloaded)"
+            )
         return Path(cfg.base)
     out = Path(out_dir)
     if (out / "config.json").is_file():

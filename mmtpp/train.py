@@ -1,0 +1,358 @@
+"""Two-stage LoRA training on Ray Train with DeepSpeed ZeRO (SPEC §6).
+
+``train_loop_per_worker`` is the one training function: ``jobs/train.py`` and the Tune search
+both run it through ``run_training``. Stage 1 is next-token prediction on packed, compressed
+documents; stage 2 is supervised fine-tuning with the loss on the response only, continuing
+the stage-1 adapter. Each worker reads its shard of the prepared Parquet rows through Ray
+Data, DeepSpeed is configured from our config (``deepspeed_config``), metrics are reported
+every ``log_every`` steps, validation loss every epoch, and checkpoints (DeepSpeed shards +
+the PEFT adapter + the data position) go through ``ray.train.report`` so a restarted worker
+group resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmtpp.config import Config, ModelConfig, TrainConfig
+
+STATE_FILE = "train_state.json"
+MODEL_SUBDIR = "model"
+DS_TAG = "ds"
+
+
+def deepspeed_config(train: TrainConfig, model: ModelConfig, world_size: int) -> dict[str, Any]:
+    """DeepSpeed's config, generated from ours (never kept in a second file)."""
+    zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if train.offload:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": train.micro_batch,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": train.micro_batch * train.grad_accum * world_size,
+        "zero_optimization": zero,
+        "bf16": {"enabled": model.dtype == "bfloat16"},
+        "fp16": {"enabled": model.dtype == "float16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if train.grad_clip > 0:
+        cfg["gradient_clipping"] = train.grad_clip
+    return cfg
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up to the peak, then cosine decay to 10% of it at ``total`` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def stage_dir(config: Config, stage: int) -> Path:
+    return Path(config.output_dir) / f"stage{stage}"
+
+
+# --- the worker ---------------------------------------------------------------------------
+
+
+def _build_model(config: Config, stage: int, tokenizer, num_types: int, base_path: str):
+    from mmtpp.model import add_lora, added_token_ids, load_adapter, load_base
+
+    model = load_base(base_path, config.model, tokenizer)
+    if stage == 2 and (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
+        return load_adapter(model, stage_dir(config, 1) / MODEL_SUBDIR / "adapter", trainable=True)
+    return add_lora(model, config.lora, added_token_ids(tokenizer, num_types))
+
+
+def _save_model(engine, tokenizer, out: Path, meta: dict, zero_stage: int, rank: int) -> None:
+    """Rank 0 writes the PEFT adapter; under ZeRO-3 the trainable shards are gathered first."""
+    import deepspeed
+
+    from mmtpp.model import save_trained
+
+    trainable = [p for p in engine.module.parameters() if p.requires_grad]
+    if zero_stage == 3:
+        with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
+            if rank == 0:
+                save_trained(engine.module, tokenizer, out, meta)
+    elif rank == 0:
+        save_trained(engine.module, tokenizer, out, meta)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point; ``loop_config`` holds the config as a plain dict and the stage."""
+    config = Config.from_dict(loop_config["config"])
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if config.train.use_gpu else "cpu")
+    import deepspeed
+    import numpy as np
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    from mmtpp.images import ImageSpec
+    from mmtpp.model import collate, image_processor
+    from mmtpp.tokens import load_tokenizer
+
+    torch.set_flush_denormal(True)
+    stage: int = loop_config["stage"]
+    prepared = Path(loop_config["prepared_dir"])
+    settings = config.train.stage1 if stage == 1 else config.train.stage2
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(config.train.seed + rank)
+
+    tokenizer = load_tokenizer(prepared / "tokenizer")
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    num_types = manifest["num_types"]
+    model = _build_model(config, stage, tokenizer, num_types, loop_config["base_path"])
+    spec = ImageSpec(config.data.image_min_pixels, config.data.image_max_pixels)
+    processor = image_processor(spec)
+    image_token_id = model.config.image_token_id
+    pad_id = tokenizer.eos_token_id
+
+    rows = loop_config["rows_per_worker"]
+    per_epoch = max(1, rows // (config.train.micro_batch * config.train.grad_accum))
+    total = per_epoch * settings.epochs
+    if settings.max_steps:
+        total = min(total, settings.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=config.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(config.train.warmup_steps, total)
+    )
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(config.train, config.model, world),
+    )
+
+    state = {"epoch": 0, "step": 0, "micro_in_epoch": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt:
+            engine.load_checkpoint(ckpt, tag=DS_TAG)
+            state = json.loads((Path(ckpt) / STATE_FILE).read_text())
+        if rank == 0:
+            print(f"[stage {stage}] resumed at step {state['step']} (epoch {state['epoch']})")
+    resumed_step = state["step"]
+    log_file = stage_dir(config, stage) / "metrics.jsonl"
+    if rank == 0 and checkpoint is None and log_file.exists():
+        log_file.unlink()  # a fresh run; a resumed one appends
+
+    meta = {
+        "model": vars(config.model),
+        "base_path": loop_config["base_path"],
+        "num_types": num_types,
+        "type_names": manifest["type_names"],
+        "delta": config.data.delta,
+        "budget": config.data.budget,
+        "stage": stage,
+        "image_min_pixels": spec.min_pixels,
+        "image_max_pixels": spec.max_pixels,
+    }
+
+    def log(metrics: dict[str, Any]) -> None:
+        if rank == 0:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            with log_file.open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+    def save_and_report(metrics: dict[str, Any]) -> None:
+        log(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            engine.save_checkpoint(tmp, tag=DS_TAG)
+            _save_model(engine, tokenizer, Path(tmp) / MODEL_SUBDIR, meta,
+                        config.train.zero_stage, rank)  # fmt: skip
+            if rank == 0:
+                (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def mean_across(value: float, count: float) -> float:
+        t = torch.tensor([value, count], dtype=torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(t)
+        return float(t[0] / max(t[1], 1.0))
+
+    def validate() -> float | None:
+        shard = ray.train.get_dataset_shard("val")
+        if shard is None:
+            return None
+        engine.eval()
+        total_loss, n = 0.0, 0.0
+        with torch.no_grad():
+            for batch in shard.iter_batches(batch_size=config.train.micro_batch,
+                                            batch_format="pyarrow"):  # fmt: skip
+                inputs = collate(batch.to_pylist(), processor, pad_id, image_token_id, spec)
+                tokens = float((inputs["labels"][:, 1:] != -100).sum())
+                total_loss += float(engine(**inputs).loss) * tokens
+                n += tokens
+        engine.train()
+        return mean_across(total_loss, n)
+
+    engine.train()
+    done = False
+    window_loss, window_tokens, window_start = [], 0, time.perf_counter()
+    injected = False
+    while state["epoch"] < settings.epochs and not done:
+        shard = ray.train.get_dataset_shard("train")
+        skip = state["micro_in_epoch"]
+        for micro, batch in enumerate(
+            shard.iter_batches(
+                batch_size=config.train.micro_batch,
+                batch_format="pyarrow",
+                local_shuffle_buffer_size=None,
+            )
+        ):
+            if micro < skip:
+                continue  # resume at the same data position within the epoch
+            inputs = collate(batch.to_pylist(), processor, pad_id, image_token_id, spec)
+            loss = engine(**inputs).loss
+            engine.backward(loss)
+            engine.step()
+            window_loss.append(loss.item())
+            window_tokens += int(inputs["attention_mask"].sum())
+            state["micro_in_epoch"] = micro + 1
+            if not engine.is_gradient_accumulation_boundary():
+                continue
+            state["step"] += 1
+            step = state["step"]
+            if (
+                config.train.fail_at_step
+                and step == config.train.fail_at_step
+                and resumed_step < step
+                and not injected
+            ):
+                injected = True
+                raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
+            last = settings.max_steps and step >= settings.max_steps
+            if step % config.train.log_every == 0 or last:
+                elapsed = time.perf_counter() - window_start
+                metrics = {
+                    "stage": stage,
+                    "step": step,
+                    "epoch": state["epoch"],
+                    "loss": float(np.mean(window_loss)),
+                    "lr": float(scheduler.get_last_lr()[0]),
+                    "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                }
+                if rank == 0:
+                    print(
+                        f"[stage {stage}] step {step}/{total} loss {metrics['loss']:.4f} "
+                        f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tok/s/worker",
+                        flush=True,
+                    )
+                window_loss, window_tokens, window_start = [], 0, time.perf_counter()
+                if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
+                    save_and_report(metrics)
+                else:
+                    log(metrics)
+                    ray.train.report(metrics)
+            if last:
+                done = True
+                break
+        if not done:
+            state["epoch"] += 1
+            state["micro_in_epoch"] = 0
+        val = validate()
+        metrics = {"stage": stage, "step": state["step"], "epoch": state["epoch"],
+                   "val_loss": val if val is not None else float("nan"), "final": True}  # fmt: skip
+        if rank == 0:
+            print(f"[stage {stage}] epoch {state['epoch']} val_loss {val}", flush=True)
+        save_and_report(metrics)
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    stage: int
+    model_dir: Path
+    metrics: list[dict[str, Any]]
+    checkpoint_path: str | None
+
+
+def _rows(prepared: Path, stage: int, split: str) -> int:
+    import pyarrow.parquet as pq
+
+    files = sorted((prepared / f"stage{stage}" / split).glob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def run_training(config: Config, stage: int, prepared_dir: str | Path) -> TrainResult:
+    """Train one stage on the connected Ray cluster; the final adapter lands in
+    ``<output_dir>/stage<N>/model``."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from mmtpp.model import materialize_base
+    from mmtpp.tokens import load_tokenizer
+
+    prepared = Path(prepared_dir).resolve()
+    output = Path(config.output_dir).resolve()
+    if stage == 2 and not (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
+        print("stage 2: no stage-1 adapter found, starting from a fresh adapter", flush=True)
+    base = materialize_base(config.model, load_tokenizer(prepared / "tokenizer"), output / "base")
+    columns = ["input_ids", "prompt_length", "images"]
+    datasets = {}
+    for split in ("train", "val"):
+        files = sorted(str(p) for p in (prepared / f"stage{stage}" / split).glob("*.parquet"))
+        if files:
+            datasets[split] = ray.data.read_parquet(files, columns=columns)
+    if "train" not in datasets:
+        raise FileNotFoundError(f"{prepared}/stage{stage}/train: no prepared rows; run prepare")
+    rows = _rows(prepared, stage, "train") // config.train.num_workers
+    t = config.train
+    storage = t.storage_path or str(output / "ray_results")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": config.to_dict(),
+            "stage": stage,
+            "prepared_dir": str(prepared),
+            "base_path": str(base),
+            "rows_per_worker": rows,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=t.num_workers,
+            use_gpu=t.use_gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{output.name}-stage{stage}",
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"stage {stage}: training ended without a checkpoint ({result.error})")
+    target = stage_dir(config, stage) / MODEL_SUBDIR
+    with result.checkpoint.as_directory() as ckpt:
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(Path(ckpt) / MODEL_SUBDIR, target)
+    log_file = stage_dir(config, stage) / "metrics.jsonl"
+    metrics = [json.loads(line) for line in log_file.read_text().splitlines()]
+    return TrainResult(stage, target, metrics, result.checkpoint.path)
