@@ -234,6 +234,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return [_coerce(v, args[0], f"{key}[]") for v in value]
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "2e-3" as a string
+        except ValueError:
+            pass
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is bool and isinstance(value, bool):

@@ -145,6 +145,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
 
     state = {"epoch": 0, "step": 0, "micro_in_epoch": 0}
+    log_file = stage_dir(config, stage) / "metrics.jsonl"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt:
@@ -152,10 +154,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state = json.loads((Path(ckpt) / STATE_FILE).read_text())
         if rank == 0:
             print(f"[stage {stage}] resumed at step {state['step']} (epoch {state['epoch']})")
-    resumed_step = state["step"]
-    log_file = stage_dir(config, stage) / "metrics.jsonl"
-    if rank == 0 and checkpoint is None and log_file.exists():
-        log_file.unlink()  # a fresh run; a resumed one appends
+            with log_file.open("a") as f:
+                f.write(json.dumps({"stage": stage, "resumed_at_step": state["step"]}) + "\n")
+    if rank == 0 and checkpoint is None:  # a fresh run; a resumed one appends
+        log_file.unlink(missing_ok=True)
+        (stage_dir(config, stage) / "injected_failure").unlink(missing_ok=True)
 
     meta = {
         "model": vars(config.model),
@@ -210,7 +213,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     engine.train()
     done = False
     window_loss, window_tokens, window_start = [], 0, time.perf_counter()
-    injected = False
     while state["epoch"] < settings.epochs and not done:
         shard = ray.train.get_dataset_shard("train")
         skip = state["micro_in_epoch"]
@@ -234,14 +236,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 continue
             state["step"] += 1
             step = state["step"]
-            if (
-                config.train.fail_at_step
-                and step == config.train.fail_at_step
-                and resumed_step < step
-                and not injected
-            ):
-                injected = True
-                raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
+            if config.train.fail_at_step == step and rank == 0:
+                marker = stage_dir(config, stage) / "injected_failure"
+                if not marker.exists():  # once per run directory, not after the restart
+                    marker.write_text(str(step))
+                    raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
             last = settings.max_steps and step >= settings.max_steps
             if step % config.train.log_every == 0 or last:
                 elapsed = time.perf_counter() - window_start

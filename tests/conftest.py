@@ -107,6 +107,6 @@ def ray_local():
 
     torch.set_flush_denormal(True)
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -43,7 +43,7 @@ def batch_of(rows, tokenizer, model):
 
 
 def test_lora_trains_adapters_and_new_token_rows_only(setup):
-    tmp, cfg, tokenizer, base, rows = setup
+    _tmp, cfg, tokenizer, base, rows = setup
     model = load_base(base, cfg.model, tokenizer)
     assert model.get_input_embeddings().num_embeddings % 64 == 0
     assert model.get_input_embeddings().num_embeddings >= len(tokenizer)
@@ -65,7 +65,7 @@ def test_save_reload_merge_round_trip(setup):
     peft = add_lora(model, cfg.lora, added_token_ids(tokenizer, NUM_TYPES))
     # perturb trained parts so the comparison is meaningful
     with torch.no_grad():
-        for n, p in peft.named_parameters():
+        for _n, p in peft.named_parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     peft.eval()
@@ -73,7 +73,7 @@ def test_save_reload_merge_round_trip(setup):
     want = peft(**batch).logits
     meta = {"model": vars(cfg.model), "base_path": str(base), "num_types": NUM_TYPES}
     save_trained(peft, tokenizer, tmp / "trained", meta)
-    reloaded, tok2, _ = load_trained(tmp / "trained")
+    reloaded, _tok2, _ = load_trained(tmp / "trained")
     reloaded.eval()
     torch.testing.assert_close(reloaded(**batch).logits, want, atol=1e-4, rtol=1e-4)
     merge(tmp / "trained", tmp / "merged")

@@ -1,0 +1,104 @@
+import itertools
+import json
+
+import pytest
+from conftest import make_dataset
+
+from mmtpp.config import load_config
+from mmtpp.train import deepspeed_config, lr_lambda
+
+
+def test_deepspeed_config_follows_ours():
+    cfg = load_config(overrides=["train.zero_stage=3", "train.offload=true", "model.dtype=bfloat16",
+                                 "train.micro_batch=2", "train.grad_accum=4"])  # fmt: skip
+    ds = deepspeed_config(cfg.train, cfg.model, world_size=8)
+    assert ds["train_batch_size"] == 2 * 4 * 8
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+    cpu = load_config()
+    ds = deepspeed_config(cpu.train, cpu.model, world_size=2)
+    assert ds["zero_optimization"] == {"stage": 2} and not ds["bf16"]["enabled"]
+    assert ds["gradient_clipping"] == 1.0
+    with pytest.raises(ValueError, match="offload needs zero_stage=3"):
+        load_config(overrides=["train.offload=true"])
+
+
+def test_lr_schedule_warms_up_then_decays():
+    f = lr_lambda(warmup=4, total=20)
+    values = [f(s) for s in range(25)]
+    assert values[0] == 0.25 and values[3] == 1.0
+    assert all(a >= b for a, b in itertools.pairwise(values[4:]))
+    assert values[20] == pytest.approx(0.1) and values[24] == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, ray_local):
+    from mmtpp.prepare import run_prepare
+
+    tmp = tmp_path_factory.mktemp("train")
+    make_dataset(tmp / "ds", num_sequences=24, events=(30, 60))
+    cfg = load_config(overrides=["data.budget=384", "data.targets_per_sequence=4"])
+    return tmp, run_prepare(cfg, tmp / "ds", tmp / "prepared").output_dir
+
+
+def train_config(tmp, name, *overrides):
+    return load_config(
+        overrides=[
+            f"output_dir={tmp / name}", "data.budget=384", "train.cpus_per_worker=0.5",
+            "train.log_every=2", "train.warmup_steps=2", "train.micro_batch=4", *overrides,
+        ]
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_two_stages_on_two_workers_loss_falls_and_merges(prepared):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from mmtpp.model import merge
+    from mmtpp.train import run_training
+
+    tmp, data = prepared
+    cfg = train_config(tmp, "two_stage", "train.stage1.epochs=3", "train.stage1.lr=2e-3",
+                       "train.stage2.epochs=3", "train.stage2.lr=2e-3")  # fmt: skip
+    first = run_training(cfg, 1, data)
+    losses = [m["loss"] for m in first.metrics if "loss" in m]
+    assert losses[-1] < losses[0] - 0.5, losses
+    second = run_training(cfg, 2, data)
+    val = [m["val_loss"] for m in second.metrics if "val_loss" in m]
+    assert len(val) == 3 and val[-1] < val[0], val
+    meta = json.loads((second.model_dir / "mmtpp_model.json").read_text())
+    assert meta["stage"] == 2 and meta["delta"] == 0.2
+    merged = merge(second.model_dir, tmp / "merged")
+    Qwen2_5_VLForConditionalGeneration.from_pretrained(merged)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_injected_failure_resumes_from_the_last_checkpoint(prepared):
+    from mmtpp.train import run_training
+
+    tmp, data = prepared
+    cfg = train_config(tmp, "failure", "train.stage1.epochs=1", "train.stage1.max_steps=8",
+                       "train.micro_batch=1", "train.checkpoint_every=2",
+                       "train.fail_at_step=5", "train.max_failures=1")  # fmt: skip
+    result = run_training(cfg, 1, data)
+    resumed = [m for m in result.metrics if "resumed_at_step" in m]
+    assert resumed == [{"stage": 1, "resumed_at_step": 4}]
+    steps = [m["step"] for m in result.metrics if "loss" in m]
+    assert steps == [2, 4, 6, 8]  # 2 and 4 before the failure, never redone
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("zero_stage", [1, 3])
+def test_other_zero_stages_train(prepared, zero_stage):
+    from mmtpp.train import run_training
+
+    tmp, data = prepared
+    cfg = train_config(tmp, f"zero{zero_stage}", f"train.zero_stage={zero_stage}",
+                       "train.stage1.max_steps=3", "train.log_every=1")  # fmt: skip
+    result = run_training(cfg, 1, data)
+    assert [m["step"] for m in result.metrics if "loss" in m] == [1, 2, 3]
+    assert (result.model_dir / "adapter" / "adapter_model.safetensors").is_file()
