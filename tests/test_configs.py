@@ -37,7 +37,7 @@ def test_overrides_and_unknown_keys(tmp_path):
         load_config(overrides=["data.detla=0.5"])
     with pytest.raises(ValueError, match="must be int"):
         load_config(overrides=["lora.r=big"])
-    with pytest.raises(ValueError, match="data.split"):
+    with pytest.raises(ValueError, match=r"data\.split"):
         load_config(overrides=["data.split=[0.5, 0.5, 0.5]"])
     path = tmp_path / "c.yaml"
     load_config(overrides=["lora.r=4"]).to_yaml(path)

@@ -1,0 +1,1 @@
+"""Where event data comes from: the synthetic generator and importers of external formats."""
