@@ -51,9 +51,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from mmtpp.sources.importers import IMPORTERS
-
     from mmtpp.events import write_dataset
+    from mmtpp.sources.importers import IMPORTERS
 
     options = {}
     for pair in args.option or []:
@@ -66,18 +65,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
             options[key] = value
     loader = IMPORTERS[args.format]
     info, sequences = loader(args.source, **options) if args.source else loader(**options)
-    report = progress_printer("importing")
-    seen = [0]
+    last = [time.monotonic()]
 
     def counted():
-        for seq in sequences:
-            seen[0] += 1
-            if seen[0] % 100 == 0:
-                report(seen[0], max(seen[0], 1))
+        for n, seq in enumerate(sequences, start=1):
+            if time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                print(f"\rimporting: {n} sequences", end="", file=sys.stderr, flush=True)
             yield seq
 
     count = write_dataset(args.out, info, counted())
-    print(f"imported {count} sequences ({info.num_types} types) to {args.out}", file=sys.stderr)
+    print(f"\rimported {count} sequences ({info.num_types} types) to {args.out}", file=sys.stderr)
     return 0
 
 
