@@ -25,6 +25,7 @@ from typing import Any
 from mmtpp.config import Config, ModelConfig, TrainConfig
 
 STATE_FILE = "train_state.json"
+DATA_CPUS = 0.25  # per Ray Data read task feeding the workers
 MODEL_SUBDIR = "model"
 DS_TAG = "ds"
 
@@ -316,11 +317,22 @@ def run_training(config: Config, stage: int, prepared_dir: str | Path) -> TrainR
     for split in ("train", "val"):
         files = sorted(str(p) for p in (prepared / f"stage{stage}" / split).glob("*.parquet"))
         if files:
-            datasets[split] = ray.data.read_parquet(files, columns=columns)
+            datasets[split] = ray.data.read_parquet(
+                files, columns=columns, ray_remote_args={"num_cpus": DATA_CPUS}
+            )
     if "train" not in datasets:
         raise FileNotFoundError(f"{prepared}/stage{stage}/train: no prepared rows; run prepare")
     rows = _rows(prepared, stage, "train") // config.train.num_workers
     t = config.train
+    total_cpus = ray.cluster_resources().get("CPU", 0)
+    if total_cpus - t.num_workers * t.cpus_per_worker < DATA_CPUS:
+        print(
+            f"warning: train.num_workers={t.num_workers} x train.cpus_per_worker="
+            f"{t.cpus_per_worker} leaves no CPU of the cluster's {total_cpus:g} for the Ray Data "
+            "readers that feed them: training waits until the cluster grows; on a single "
+            "machine lower train.cpus_per_worker (e.g. 0.5)",
+            flush=True,
+        )
     storage = t.storage_path or str(output / "ray_results")
     trainer = TorchTrainer(
         train_loop_per_worker,

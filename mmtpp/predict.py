@@ -1,0 +1,205 @@
+"""Next-event prediction from a trained adapter: the one code path evaluation and Serve share.
+
+A history (an ``EventSequence``) is rendered exactly as in training — backward-compressed (or
+not, ``compress=False``) to fit the budget, then a task token — and the model generates the
+response, which ``templates.Parser`` turns into a value or an invalid reason that is counted.
+The time can be decoded greedily, or as the mean or median of ``samples`` sampled byte
+sequences (the conditional mean minimises RMSE, the median MAE).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmtpp.events import EventSequence, ImageRef
+from mmtpp.images import ImageSpec, image_size, read_bytes
+from mmtpp.model import collate, image_processor, load_trained
+from mmtpp.templates import RESPONSE_LENGTH, Parsed, Parser, Renderer
+from mmtpp.tokens import TASKS, TokenIds
+
+TIME_MODES = ("greedy", "mean", "median")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    time_mode: str = "greedy"
+    samples: int = 8  # for time_mode mean/median
+    temperature: float = 1.0
+    max_text_tokens: int = 48
+    compress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.time_mode not in TIME_MODES:
+            raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
+        if self.samples < 1 or self.max_text_tokens < 1 or self.temperature <= 0:
+            raise ValueError("samples and max_text_tokens must be >= 1, temperature > 0")
+
+
+@dataclass
+class Prompt:
+    """Token ids of a prompt and the encoded images it refers to, in order."""
+
+    input_ids: list[int]
+    images: list[bytes]
+    history_events: int = 0
+    compressed_events: int = 0
+
+
+@dataclass
+class Prediction:
+    time: float | None = None
+    type: int | None = None
+    text: str | None = None
+    invalid: dict[str, str] = field(default_factory=dict)  # task -> reason
+    history_events: int = 0
+    compressed_events: int = 0
+    prompt_tokens: int = 0
+
+
+class Predictor:
+    """A trained model directory (``<output_dir>/stage2/model``) ready to predict."""
+
+    def __init__(self, model_dir: str | Path, image_root: str | Path | None = None):
+        torch.set_flush_denormal(True)
+        peft_model, self.tokenizer, self.meta = load_trained(model_dir)
+        self.model = peft_model.merge_and_unload().eval()  # same outputs, faster inference
+        self.num_types = int(self.meta["num_types"])
+        self.ids = TokenIds.from_tokenizer(self.tokenizer, self.num_types)
+        self.renderer = Renderer(self.tokenizer, self.ids)
+        self.parser = Parser(self.tokenizer, self.ids)
+        self.spec = ImageSpec(self.meta["image_min_pixels"], self.meta["image_max_pixels"])
+        self.processor = image_processor(self.spec)
+        self.image_root = image_root
+        self.delta = float(self.meta["delta"])
+        self.budget = int(self.meta["budget"])
+
+    # --- prompts ------------------------------------------------------------------------
+
+    def prompts(
+        self, histories: Sequence[EventSequence], task: str, options: DecodeOptions
+    ) -> list[Prompt]:
+        """Prompts that ask for the event after each history."""
+
+        def count(ref: ImageRef) -> int:
+            return self.spec.token_count(*image_size(ref, self.image_root, self.spec))
+
+        ets = self.renderer.event_tokens(histories, count)
+        room = self.budget - RESPONSE_LENGTH.get(task, options.max_text_tokens + 3)
+        delta = self.delta if options.compress else 0.0
+        out = []
+        for seq, et in zip(histories, ets, strict=True):
+            start, mask, ids = self.renderer.prompt(et, len(et), task, delta, room)
+            kept = np.arange(start, len(et))[~mask]
+            images = [
+                read_bytes(seq.image[i], self.image_root, self.spec)
+                for i in kept
+                if et.image_tokens[i] > 0
+            ]
+            out.append(Prompt(ids.tolist(), images, len(et) - start, int(mask.sum())))
+        return out
+
+    # --- generation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[Prompt], task: str, options: DecodeOptions
+    ) -> list[list[Parsed]]:
+        """Generate and parse responses: one Parsed per sample for each prompt."""
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        rows = [{"input_ids": p.input_ids, "images": p.images} for p in prompts]
+        batch = collate(rows, self.processor, self.ids.eos, self.ids.image_pad, self.spec)
+        batch = _left_pad(batch)
+        batch.pop("labels")
+        sample = task == "time" and options.time_mode != "greedy"
+        n = options.samples if sample else 1
+        out = self.model.generate(
+            **batch,
+            max_new_tokens=RESPONSE_LENGTH.get(task, options.max_text_tokens + 3),
+            do_sample=sample,
+            temperature=options.temperature if sample else None,
+            top_p=None,
+            top_k=None,
+            num_return_sequences=n,
+            pad_token_id=self.ids.eos,
+            eos_token_id=self.ids.eos,
+        )
+        generated = out[:, batch["input_ids"].shape[1] :].tolist()
+        parsed = [self.parser.parse(task, g) for g in generated]
+        return [parsed[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def predict_prompts(
+        self,
+        prompts: Sequence[Prompt],
+        tasks: Sequence[str],
+        options: DecodeOptions,
+        prompts_by_task: dict[str, Sequence[Prompt]] | None = None,
+    ) -> list[Prediction]:
+        """Predictions for prepared prompts (``prompts_by_task`` when they differ per task)."""
+        preds = [
+            Prediction(
+                history_events=p.history_events,
+                compressed_events=p.compressed_events,
+                prompt_tokens=len(p.input_ids),
+            )
+            for p in prompts
+        ]
+        for task in tasks:
+            task_prompts = (prompts_by_task or {}).get(task, prompts)
+            for pred, samples in zip(
+                preds, self.generate(task_prompts, task, options), strict=True
+            ):
+                value, reason = _aggregate(task, samples, options)
+                if reason is not None:
+                    pred.invalid[task] = reason
+                setattr(pred, task, value)
+        return preds
+
+    def predict(
+        self,
+        histories: Sequence[EventSequence],
+        tasks: Sequence[str] = TASKS,
+        options: DecodeOptions | None = None,
+        batch_size: int = 16,
+    ) -> list[Prediction]:
+        """The next event after each history, for the requested tasks."""
+        options = options or DecodeOptions()
+        out: list[Prediction] = []
+        for i in range(0, len(histories), batch_size):
+            chunk = histories[i : i + batch_size]
+            by_task = {task: self.prompts(chunk, task, options) for task in tasks}
+            out.extend(self.predict_prompts(by_task[tasks[0]], tasks, options, by_task))
+        return out
+
+
+def _left_pad(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """collate pads on the right (training); generation continues the last token, so move
+    the padding to the left."""
+    mask = batch["attention_mask"]
+    lengths = mask.sum(dim=1)
+    width = mask.shape[1]
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels"):
+        t = batch[key]
+        shifted = torch.empty_like(t)
+        for row, n in enumerate(lengths.tolist()):
+            pad = t[row, n:]
+            shifted[row] = torch.cat([pad, t[row, :n]]) if n < width else t[row]
+        batch[key] = shifted
+    return batch
+
+
+def _aggregate(task: str, samples: list[Parsed], options: DecodeOptions):
+    valid = [s.value for s in samples if s.valid]
+    if not valid:
+        reason = Counter(s.reason for s in samples).most_common(1)[0][0]
+        return None, reason
+    if task == "time" and len(samples) > 1:
+        values = np.asarray(valid, dtype=float)
+        return float(values.mean() if options.time_mode == "mean" else np.median(values)), None
+    return valid[0], None

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from mmtpp.evaluate import accuracy, captured, format_table, mae, macro_f1, rmse, rouge_l
+
+
+def test_metrics_against_hand_computed_values():
+    assert rmse([1.0, 3.0], [2.0, 1.0]) == pytest.approx(np.sqrt((1 + 4) / 2))
+    assert mae([1.0, 3.0], [2.0, 1.0]) == pytest.approx(1.5)
+    assert accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
+    # class 0: tp1 fp0 fn0 -> 1; class 1: tp1 fp0 fn1 -> 2/3; class 2: tp1 fp1 fn0 -> 2/3
+    assert macro_f1([0, 1, 2, 2], [0, 1, 1, 2], 3) == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    # an invalid prediction (-1) counts as wrong for every class
+    assert macro_f1([-1, 1], [0, 1], 2) == pytest.approx((0 + 1) / 2)
+    assert rouge_l(["the cat sat"], ["the cat sat"]) == pytest.approx(1.0)
+    # LCS("a b c d", "a c d e") = 3 -> P = R = 3/4
+    assert rouge_l(["a b c d"], ["a c d e"]) == pytest.approx(0.75)
+    assert captured(model=5.0, baseline=6.0, optimal=4.0) == 0.5
+    assert captured(1.0, 2.0, 2.0) is None
+
+
+def test_table_shows_every_figure():
+    results = {
+        "targets": {"time": 10, "type": 10},
+        "invalid": {"time": {"not_finite": 1}, "type": {}},
+        "time": {"model": {"rmse": 2.0, "mae": 1.0}, "mean_gap": {"rmse": 3.0, "mae": 1.5},
+                 "last_gap": {"rmse": 4.0, "mae": 2.0}, "bayes": {"rmse": 1.8, "mae": 0.9},
+                 "rmse_captured": 0.83, "mae_captured": 0.83, "rmse_ratio_to_bayes": 1.11},
+        "type": {"model": {"accuracy": 0.5, "macro_f1": 0.4},
+                 "majority": {"accuracy": 0.25, "macro_f1": 0.1},
+                 "bayes": {"accuracy": 0.55, "macro_f1": 0.5}, "accuracy_gap_to_bayes": 0.05,
+                 "accuracy_captured": 0.83},
+    }  # fmt: skip
+    table = format_table(results)
+    assert "| time RMSE | 2.0000 | mean gap 3.0000, last gap 4.0000 | 1.8000 | 83% |" in table
+    assert "time: 1/10" in table and "= 1.110" in table and "5.0 points" in table
