@@ -176,6 +176,20 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    time_mode: str = _help("next gap: 'greedy', or 'mean'/'median' of sampled byte tokens", "mean")
+    samples: int = _help("samples for time_mode mean/median", 8)
+    max_text_tokens: int = _help("longest generated text", 48)
+    max_per_task: int = _help("test targets per task (0 = all prepared)", 0)
+    batch_size: int = _help("prompts per generate call", 16)
+    compress: bool = _help("compress the history of prompts (False: Δ = 0 ablation)", True)
+
+    def __post_init__(self) -> None:
+        if self.time_mode not in ("greedy", "mean", "median"):
+            raise ValueError("eval.time_mode must be greedy, mean or median")
+
+
+@dataclass
 class Config:
     """The whole tree. ``output_dir`` holds every artefact of a run."""
 
@@ -184,6 +198,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     # --- (de)serialisation ---------------------------------------------------------------
 

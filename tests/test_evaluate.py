@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmtpp.evaluate import accuracy, captured, format_table, mae, macro_f1, rmse, rouge_l
+from mmtpp.evaluate import accuracy, captured, format_table, macro_f1, mae, rmse, rouge_l
 
 
 def test_metrics_against_hand_computed_values():

@@ -1,0 +1,58 @@
+import pytest
+import torch
+from conftest import NUM_TYPES, make_dataset
+
+from mmtpp.config import load_config
+from mmtpp.model import add_lora, added_token_ids, load_base, materialize_base, save_trained
+from mmtpp.predict import DecodeOptions, Predictor
+from mmtpp.prepare import build_tokenizer
+from mmtpp.tokens import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("predict")
+    _, seqs = make_dataset(tmp / "ds", num_sequences=4, events=(20, 40))
+    cfg = load_config(overrides=["data.budget=512"])
+    build_tokenizer(cfg.data, ["storm north delay taxi"] * 50, NUM_TYPES, tmp / "tok")
+    tokenizer = load_tokenizer(tmp / "tok")
+    base = materialize_base(cfg.model, tokenizer, tmp / "base")
+    torch.manual_seed(0)
+    model = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
+                     added_token_ids(tokenizer, NUM_TYPES))  # fmt: skip
+    meta = {"model": vars(cfg.model), "base_path": str(base), "num_types": NUM_TYPES,
+            "type_names": [f"t{k}" for k in range(NUM_TYPES)], "delta": 0.2, "budget": 512,
+            "stage": 2, "image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}  # fmt: skip
+    save_trained(model, tokenizer, tmp / "model", meta)
+    return Predictor(tmp / "model", image_root=tmp / "ds"), seqs
+
+
+def test_untrained_model_predictions_are_parsed_or_counted_invalid(predictor):
+    p, seqs = predictor
+    preds = p.predict(seqs, options=DecodeOptions(max_text_tokens=8))
+    assert len(preds) == len(seqs)
+    for pred in preds:
+        for task in ("time", "type", "text"):
+            value = getattr(pred, task)
+            # an untrained model mostly produces garbage: never dropped, always a reason
+            assert (value is None) == (task in pred.invalid)
+        assert 0 < pred.history_events <= 40 and pred.prompt_tokens <= 512
+
+
+def test_predict_equals_generation_from_the_same_prompts(predictor):
+    p, seqs = predictor
+    options = DecodeOptions(max_text_tokens=4)
+    direct = p.predict(seqs[:2], tasks=["type"], options=options)
+    prompts = p.prompts(seqs[:2], "type", options)
+    again = p.predict_prompts(prompts, ["type"], options)
+    assert [(a.type, a.invalid) for a in direct] == [(b.type, b.invalid) for b in again]
+
+
+def test_time_sampling_and_uncompressed_history(predictor):
+    p, seqs = predictor
+    mean = p.predict(seqs[:2], ["time"], DecodeOptions(time_mode="mean", samples=3))
+    assert all((x.time is None) == ("time" in x.invalid) for x in mean)
+    full = p.prompts(seqs[:1], "time", DecodeOptions(compress=False))[0]
+    comp = p.prompts(seqs[:1], "time", DecodeOptions())[0]
+    assert full.compressed_events == 0 < comp.compressed_events
+    assert comp.history_events > full.history_events  # more history in the same budget
