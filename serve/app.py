@@ -1,0 +1,307 @@
+"""Ray Serve application: HTTP endpoints over a trained MM-TPP adapter (SPEC §9).
+
+    serve run serve/config.yaml                 # or: serve deploy serve/config.yaml
+    curl -s 127.0.0.1:8000/healthz
+
+POST /v1/predict takes a history of events and the tasks to run, and returns the next event.
+Concurrent requests are batched dynamically (``@serve.batch``) into one ``mmtpp.predict``
+call; the batch sizes are counted at GET /v1/metrics. Every endpoint but /healthz requires
+``Authorization: Bearer <token>`` when a token is configured (``token`` or the environment
+variable named by ``token_env``). This module only wires HTTP to ``mmtpp.predict``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+from collections import Counter
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from ray import serve
+
+TASK = Literal["time", "type", "text"]
+
+
+class Limits(BaseModel):
+    """Bounds on what a request may hold."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_events: int = 2048
+    max_text_chars: int = 2000
+    max_image_bytes: int = 512 * 1024
+    image_formats: list[str] = ["PNG", "JPEG"]
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_dir: str
+    image_root: str | None = None  # image paths are refused unless set (then: under it)
+    token: str | None = None
+    token_env: str = "MMTPP_SERVE_TOKEN"
+    max_batch_size: int = 16
+    batch_wait_timeout_s: float = 0.02
+    limits: Limits = Limits()
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    time: float = Field(description="absolute time of the event", allow_inf_nan=False)
+    type: int = Field(ge=0, description="event type id (see GET /v1/model)")
+    text: str | None = None
+    image: str | None = Field(None, description="base64 PNG/JPEG, or a path under image_root")
+
+
+class DecodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    time_mode: Literal["greedy", "mean", "median"] = "greedy"
+    samples: int = Field(8, ge=1, le=32)
+    max_text_tokens: int = Field(48, ge=1, le=256)
+    compress: bool = True
+
+
+class PredictIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[EventIn] = Field(min_length=1)
+    tasks: list[TASK] = Field(default_factory=lambda: ["time", "type", "text"], min_length=1)
+    decode: DecodeIn = DecodeIn()
+
+    @field_validator("tasks")
+    @classmethod
+    def distinct(cls, tasks: list[str]) -> list[str]:
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("tasks must be distinct")
+        return tasks
+
+    @model_validator(mode="after")
+    def sorted_times(self) -> PredictIn:
+        for i in range(1, len(self.events)):
+            if self.events[i].time < self.events[i - 1].time:
+                raise ValueError(
+                    f"events[{i}].time {self.events[i].time} is before events[{i - 1}].time "
+                    f"{self.events[i - 1].time}: events must be sorted by time"
+                )
+        return self
+
+
+class PredictOut(BaseModel):
+    time: float | None = Field(description="predicted gap to the next event")
+    next_event_time: float | None = Field(description="last event time + predicted gap")
+    type: int | None
+    type_name: str | None
+    text: str | None
+    invalid: dict[str, str] = Field(description="task -> reason the generation was invalid")
+    history_events: int = Field(description="events of the history in the prompt")
+    compressed_events: int = Field(description="of which replaced by <|similar_event|>")
+    prompt_tokens: int
+
+
+app = FastAPI(
+    title="mmtpp",
+    description="Next-event prediction (time, type, text) for multimodal event sequences.",
+    version="1",
+)
+
+
+_STATE: dict[str, str | None] = {"token": None}  # one server instance per replica process
+
+
+def require_token(authorization: str | None = Header(None)) -> None:
+    token = _STATE["token"]
+    if token is not None and authorization != f"Bearer {token}":
+        raise HTTPException(401, detail="missing or wrong bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+
+def _problem(status: int, loc: str, message: str) -> HTTPException:
+    return HTTPException(status, detail=[{"loc": loc, "msg": message}])
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+@serve.ingress(app)
+class MMTPPServer:
+    def __init__(self, config: dict[str, Any]):
+        from mmtpp.predict import Predictor
+
+        self.config = ServerConfig(**config)
+        _STATE["token"] = self.config.token or os.environ.get(self.config.token_env) or None
+        self.predictor = Predictor(self.config.model_dir, image_root=self.config.image_root)
+        self.batch_sizes: Counter[int] = Counter()
+        self.requests = 0
+        self.errors = 0
+        self.predict_batch.set_max_batch_size(self.config.max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+
+    # --- auth and limits ------------------------------------------------------------------
+
+    def decode_image(self, ref: str, where: str) -> bytes | str:
+        limits = self.config.limits
+        if ref.startswith(("http://", "https://", "file:")):
+            raise _problem(422, where, "URLs are refused: send base64 image bytes")
+        looks_like_path = "/" in ref[:64] and "." in ref[-6:] and len(ref) < 512
+        if looks_like_path and not ref.startswith(("iVBOR", "/9j/")):
+            if self.config.image_root is None:
+                raise _problem(422, where, "image paths are refused (no image_root configured)")
+            return ref
+        try:
+            data = base64.b64decode(ref, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise _problem(422, where, f"not valid base64: {err}") from err
+        if len(data) > limits.max_image_bytes:
+            raise _problem(413, where, f"{len(data)} bytes > limit {limits.max_image_bytes}")
+        fmt = _image_format(data)
+        if fmt not in limits.image_formats:
+            raise _problem(
+                422, where, f"image format {fmt or 'unknown'} not in {limits.image_formats}"
+            )
+        return data
+
+    # --- endpoints ------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    async def model_info(self, _: None = Depends(require_token)) -> dict[str, Any]:
+        meta = self.predictor.meta
+        return {
+            "base_model": meta["model"]["base"],
+            "base_path": meta["base_path"],
+            "adapter": self.config.model_dir,
+            "stage": meta.get("stage"),
+            "delta": meta["delta"],
+            "budget": meta["budget"],
+            "type_names": meta["type_names"],
+            "limits": self.config.limits.model_dump(),
+            "max_batch_size": self.config.max_batch_size,
+        }
+
+    @app.get("/v1/metrics")
+    async def metrics(self, _: None = Depends(require_token)) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "batches": sum(self.batch_sizes.values()),
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+        }
+
+    @app.post("/v1/predict", response_model=PredictOut)
+    async def predict(self, request: Request, _: None = Depends(require_token)) -> PredictOut:
+        from mmtpp.events import EventSequence
+
+        limits = self.config.limits
+        body = await request.body()
+        if len(body) > limits.max_body_bytes:
+            raise _problem(413, "body", f"{len(body)} bytes > limit {limits.max_body_bytes}")
+        try:
+            req = PredictIn.model_validate_json(body)
+        except ValueError as err:
+            raise HTTPException(422, detail=_errors(err)) from err
+        if len(req.events) > limits.max_events:
+            raise _problem(413, "events", f"{len(req.events)} events > limit {limits.max_events}")
+        num_types = self.predictor.num_types
+        images = []
+        for i, ev in enumerate(req.events):
+            if ev.type >= num_types:
+                raise _problem(422, f"events[{i}].type", f"{ev.type} not in 0..{num_types - 1}")
+            if ev.text is not None and len(ev.text) > limits.max_text_chars:
+                message = f"{len(ev.text)} characters > limit {limits.max_text_chars}"
+                raise _problem(422, f"events[{i}].text", message)
+            images.append(
+                None if ev.image is None else self.decode_image(ev.image, f"events[{i}].image")
+            )
+        seq = EventSequence(
+            "request",
+            [e.time for e in req.events],
+            [e.type for e in req.events],
+            [e.text for e in req.events],
+            images,
+        )
+        self.requests += 1
+        pred = await self.predict_batch((seq, tuple(req.tasks), req.decode))
+        if isinstance(pred, ValueError):  # e.g. an image the decoder refuses
+            self.errors += 1
+            raise _problem(422, "events", str(pred))
+        names = self.predictor.meta["type_names"]
+        return PredictOut(
+            time=pred.time,
+            next_event_time=None if pred.time is None else req.events[-1].time + pred.time,
+            type=pred.type,
+            type_name=None if pred.type is None else names[pred.type],
+            text=pred.text,
+            invalid=pred.invalid,
+            history_events=pred.history_events,
+            compressed_events=pred.compressed_events,
+            prompt_tokens=pred.prompt_tokens,
+        )
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def predict_batch(self, items: list[tuple]) -> list[Any]:
+        """One model call per group of requests sharing tasks and decoding options."""
+        from mmtpp.predict import DecodeOptions
+
+        self.batch_sizes[len(items)] += 1
+        out: list[Any] = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, tasks, decode) in enumerate(items):
+            groups.setdefault((tasks, decode.model_dump_json()), []).append(i)
+        for (tasks, _), idx in groups.items():
+            decode = items[idx[0]][2]
+            options = DecodeOptions(**decode.model_dump())
+            try:
+                preds = self.predictor.predict([items[i][0] for i in idx], list(tasks), options,
+                                               batch_size=len(idx))  # fmt: skip
+            except ValueError as err:
+                preds = [err] * len(idx)
+            for i, p in zip(idx, preds, strict=True):
+                out[i] = p
+        return out
+
+
+def _errors(err: ValueError) -> list[dict[str, Any]]:
+    if hasattr(err, "errors"):
+        return [
+            {"loc": ".".join(str(x) for x in e.get("loc", ())), "msg": e.get("msg", "")}
+            for e in err.errors()
+        ]
+    return [{"loc": "body", "msg": str(err)}]
+
+
+def _image_format(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    return None
+
+
+@app.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))  # fmt: skip
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Application builder for ``serve run serve.app:build_app model_dir=...`` and config files."""
+    config = ServerConfig(**args)
+    return MMTPPServer.bind(config.model_dump())
+
+
+def wait_until_healthy(url: str, timeout_s: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not become healthy in {timeout_s} s")

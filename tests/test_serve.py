@@ -1,0 +1,169 @@
+"""Ray Serve on 127.0.0.1 with a tiny model fine-tuned for a few steps in-process."""
+
+import base64
+import concurrent.futures as cf
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from conftest import NUM_TYPES, make_dataset, png_bytes
+
+from mmtpp.config import load_config
+from mmtpp.events import EventSequence, sequences_to_table
+from mmtpp.images import ImageSpec
+from mmtpp.model import (
+    add_lora,
+    added_token_ids,
+    collate,
+    image_processor,
+    load_base,
+    materialize_base,
+    save_trained,
+)
+from mmtpp.predict import DecodeOptions, Predictor
+from mmtpp.prepare import PrepareContext, build_tokenizer, process_table
+from mmtpp.tokens import load_tokenizer
+
+URL = "http://127.0.0.1:8123"
+TOKEN = "s3cret"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model taught the response format in a few dozen plain-torch steps."""
+    tmp = tmp_path_factory.mktemp("serve")
+    _, seqs = make_dataset(tmp / "ds", num_sequences=8, events=(20, 40))
+    cfg = load_config(overrides=["data.budget=256", "data.targets_per_sequence=8",
+                                 "data.tasks=[time, type]"])  # fmt: skip
+    build_tokenizer(cfg.data, ["storm north delay taxi"] * 50, NUM_TYPES, tmp / "tok")
+    tokenizer = load_tokenizer(tmp / "tok")
+    ctx = PrepareContext(cfg.data, str(tmp / "tok"), NUM_TYPES, str(tmp / "ds"))
+    rows = [r for r in process_table(sequences_to_table(seqs), ctx).to_pylist()
+            if r["kind"] == "stage2"]  # fmt: skip
+    base = materialize_base(cfg.model, tokenizer, tmp / "base")
+    torch.manual_seed(0)
+    model = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
+                     added_token_ids(tokenizer, NUM_TYPES))  # fmt: skip
+    spec = ImageSpec()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        batch = [rows[i] for i in rng.choice(len(rows), 4)]
+        loss = model(**collate(batch, image_processor(spec), tokenizer.eos_token_id,
+                               model.config.image_token_id, spec)).loss  # fmt: skip
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    meta = {"model": vars(cfg.model), "base_path": str(base), "num_types": NUM_TYPES,
+            "type_names": [f"type_{k}" for k in range(NUM_TYPES)], "delta": 0.2, "budget": 256,
+            "stage": 2, "image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}  # fmt: skip
+    return save_trained(model, tokenizer, tmp / "model", meta)
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, model_dir):
+    from ray import serve
+
+    from serve.app import build_app, wait_until_healthy
+
+    serve.start(http_options={"host": "127.0.0.1", "port": 8123})
+    app = build_app({"model_dir": str(model_dir), "token": TOKEN, "max_batch_size": 8,
+                     "batch_wait_timeout_s": 0.2, "limits": {"max_events": 50,
+                     "max_image_bytes": 20000}})  # fmt: skip
+    serve.run(app, name="mmtpp", route_prefix="/")
+    wait_until_healthy(URL)
+    yield model_dir
+    serve.shutdown()
+
+
+def history(n=12, image=True):
+    times = np.cumsum(np.r_[0.0, np.full(n - 1, 0.5)])
+    return {
+        "events": [
+            {
+                "time": float(t),
+                "type": i % NUM_TYPES,
+                "text": "storm north delay",
+                "image": base64.b64encode(png_bytes()).decode() if image and i % 3 == 0 else None,
+            }
+            for i, t in enumerate(times)
+        ],
+        "tasks": ["time", "type"],
+    }
+
+
+def post(body, headers=HEADERS):
+    payload = {"content": body} if isinstance(body, bytes) else {"json": body}
+    return httpx.post(f"{URL}/v1/predict", headers=headers, timeout=60, **payload)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_prediction_equals_the_library(server):
+    body = history()
+    r = post(body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    seq = EventSequence("x", [e["time"] for e in body["events"]],
+                        [e["type"] for e in body["events"]],
+                        [e["text"] for e in body["events"]],
+                        [base64.b64decode(e["image"]) if e["image"] else None
+                         for e in body["events"]])  # fmt: skip
+    want = Predictor(server).predict([seq], ["time", "type"], DecodeOptions())[0]
+    assert got["type"] == want.type and got["invalid"] == want.invalid
+    assert got["time"] == pytest.approx(want.time) if want.time is not None else got["time"] is None
+    assert got["type"] is not None  # a few steps teach the format
+    assert got["history_events"] == 12 and got["prompt_tokens"] <= 256
+    assert httpx.get(f"{URL}/healthz").json() == {"status": "ok"}
+    info = httpx.get(f"{URL}/v1/model", headers=HEADERS).json()
+    assert info["delta"] == 0.2 and len(info["type_names"]) == NUM_TYPES
+    assert httpx.get(f"{URL}/openapi.json").status_code == 200
+
+
+BAD = {
+    "malformed json": (b'{"events": [', 422),
+    "wrong types": ({"events": [{"time": "soon", "type": 0}]}, 422),
+    "unsorted times": ({"events": [{"time": 2.0, "type": 0}, {"time": 1.0, "type": 0}]}, 422),
+    "too many events": (history(51, image=False), 413),
+    "type out of range": ({"events": [{"time": 0.0, "type": 99}]}, 422),
+    "bad base64": ({"events": [{"time": 0.0, "type": 0, "image": "***not base64***"}]}, 422),
+    "oversize image": ({"events": [{"time": 0.0, "type": 0,
+                        "image": base64.b64encode(png_bytes(400, 400) + b"0" * 30000).decode()}]},
+                       413),
+    "image url": ({"events": [{"time": 0.0, "type": 0, "image": "https://x.org/a.png"}]}, 422),
+    "unknown field": ({"events": [{"time": 0.0, "type": 0, "colour": 1}]}, 422),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(server, case):
+    body, status = BAD[case]
+    r = post(body)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+    assert post(history(4, image=False)).status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_token_is_required_except_for_health(server):
+    assert post(history(4), headers={}).status_code == 401
+    assert post(history(4), headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert httpx.get(f"{URL}/v1/model").status_code == 401
+    assert httpx.get(f"{URL}/healthz").status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_concurrent_requests_are_batched(server):
+    before = httpx.get(f"{URL}/v1/metrics", headers=HEADERS).json()["batch_sizes"]
+    with cf.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: post(history(6, image=False)).status_code, range(16)))
+    assert codes == [200] * 16
+    after = httpx.get(f"{URL}/v1/metrics", headers=HEADERS).json()["batch_sizes"]
+    grown = {int(k): v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
+    assert max(grown) > 1, after
