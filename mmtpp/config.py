@@ -190,6 +190,28 @@ class EvalConfig:
 
 
 @dataclass
+class TuneSettings:
+    deltas: list[float] = _help("Δ values searched", [0.0, 0.05, 0.1, 0.2, 0.5])
+    ranks: list[int] = _help("LoRA ranks searched", [4, 8, 16, 32])
+    lrs: list[float] = _help("learning rates searched", [3e-4, 1e-3, 3e-3])
+    num_samples: int = _help("trials (random combinations of the lists above)", 8)
+    metric: str = _help("'val_loss' (stage-2 validation loss per epoch)", "val_loss")
+    epochs: int = _help("stage-2 epochs per trial (ASHA's max_t)", 4)
+    grace_period: int = _help("epochs before ASHA may stop a trial", 1)
+    reduction_factor: int = _help("ASHA keeps 1/reduction_factor of trials per rung", 2)
+    max_concurrent: int = _help("trials at once", 1)
+    cpus_per_trial: float = _help("CPU reserved by the trial's driver function", 0.1)
+    with_stage1: bool = _help("run stage 1 in each trial before stage 2", False)
+    seed: int = _help("seed of the search", 0)
+
+    def __post_init__(self) -> None:
+        if self.metric != "val_loss":
+            raise ValueError("tune.metric: only 'val_loss' is reported per epoch")
+        if min(self.deltas, default=0) < 0 or not self.ranks or not self.lrs:
+            raise ValueError("tune: deltas >= 0 and non-empty ranks and lrs")
+
+
+@dataclass
 class Config:
     """The whole tree. ``output_dir`` holds every artefact of a run."""
 
@@ -199,6 +221,7 @@ class Config:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tune: TuneSettings = field(default_factory=TuneSettings)
 
     # --- (de)serialisation ---------------------------------------------------------------
 

@@ -297,7 +297,9 @@ def _rows(prepared: Path, stage: int, split: str) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def run_training(config: Config, stage: int, prepared_dir: str | Path) -> TrainResult:
+def run_training(
+    config: Config, stage: int, prepared_dir: str | Path, callbacks: list | None = None
+) -> TrainResult:
     """Train one stage on the connected Ray cluster; the final adapter lands in
     ``<output_dir>/stage<N>/model``."""
     import ray
@@ -353,6 +355,7 @@ def run_training(config: Config, stage: int, prepared_dir: str | Path) -> TrainR
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         datasets=datasets,
     )

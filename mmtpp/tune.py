@@ -1,0 +1,143 @@
+"""Ray Tune search over Δ, the LoRA rank and the learning rate (SPEC §8).
+
+Each trial runs the real training loop (``mmtpp.train.run_training``, the function
+``jobs/train.py`` runs) inside a Tune function, with ``TuneReportCallback`` forwarding every
+epoch's validation loss to an ASHA scheduler that stops weak trials early. Prepared data is
+built once per Δ before the search (cached by fingerprint), so trials sharing a Δ share it.
+Tune writes TensorBoard logs per trial; the end of the search prints a table, and the best
+configuration is written as a YAML file ``jobs/train.py`` accepts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mmtpp.config import Config, apply_overrides
+
+TRIAL_KEYS = ("data.delta", "lora.r", "train.stage2.lr")
+
+
+def prepared_dir(search_dir: Path, delta: float) -> Path:
+    return search_dir / "prepared" / f"delta_{delta:g}"
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any], trial_dir: str) -> Config:
+    data = json.loads(json.dumps(base))
+    overrides = [f"{k}={params[k]}" for k in TRIAL_KEYS]
+    overrides += [f"output_dir={trial_dir}", "train.log_every=1000000000"]
+    return Config.from_dict(apply_overrides(data, overrides))
+
+
+def trainable(params: dict[str, Any]) -> None:
+    """One trial: (stage 1, then) stage 2 for ``tune.epochs`` epochs, reporting each epoch."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from mmtpp.train import run_training
+
+    trial_dir = ray.tune.get_context().get_trial_dir()
+    config = trial_config(params["base"], params, str(Path(trial_dir) / "run"))
+    search_dir = Path(params["search_dir"])
+    data = prepared_dir(search_dir, params["data.delta"])
+    if config.tune.with_stage1:
+        run_training(config, 1, data)
+    run_training(config, 2, data, callbacks=[TuneReportCallback()])
+
+
+def run_search(
+    config: Config, resume: bool = False, callbacks: list | None = None
+) -> dict[str, Any]:
+    """Run (or resume) the search; writes ``results.md``, ``results.json`` and ``best.yaml``
+    to ``<output_dir>/tune`` and returns the best parameters."""
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from mmtpp.prepare import resolve_dataset, run_prepare
+
+    t = config.tune
+    search_dir = (Path(config.output_dir) / "tune").resolve()
+    name = "search"
+    root = resolve_dataset(config)
+    events_per_row = {}
+    for delta in t.deltas:
+        data = Config.from_dict(apply_overrides(config.to_dict(), [f"data.delta={delta}"]))
+        manifest = run_prepare(data, root, prepared_dir(search_dir, delta)).manifest
+        events_per_row[delta] = manifest["token_stats"].get("stage2", {}).get("mean_events")
+    base = config.to_dict()
+    base["train"]["stage2"]["epochs"] = t.epochs
+    space = {
+        "data.delta": ray.tune.choice(t.deltas),
+        "lora.r": ray.tune.choice(t.ranks),
+        "train.stage2.lr": ray.tune.choice(t.lrs),
+        "base": base,
+        "search_dir": str(search_dir),
+    }
+    resources = ray.tune.with_resources(trainable, {"CPU": t.cpus_per_trial})
+    path = search_dir / name
+    if resume and ray.tune.Tuner.can_restore(str(path)):
+        print(f"tune: resuming {path}", flush=True)
+        tuner = ray.tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
+    else:
+        tuner = ray.tune.Tuner(
+            resources,
+            param_space=space,
+            tune_config=ray.tune.TuneConfig(
+                metric=t.metric,
+                mode="min",
+                num_samples=t.num_samples,
+                max_concurrent_trials=t.max_concurrent,
+                scheduler=ASHAScheduler(
+                    max_t=t.epochs,
+                    grace_period=t.grace_period,
+                    reduction_factor=t.reduction_factor,
+                ),
+                search_alg=ray.tune.search.BasicVariantGenerator(random_state=t.seed),
+            ),
+            run_config=ray.tune.RunConfig(
+                name=name, storage_path=str(search_dir), callbacks=callbacks
+            ),
+        )
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        cfg = result.config or {}
+        history = result.metrics_dataframe
+        epochs = 0 if history is None else int(history["val_loss"].notna().sum())
+        rows.append({
+            "trial": result.path.rsplit("/", 1)[-1] if result.path else "?",
+            "delta": cfg.get("data.delta"), "rank": cfg.get("lora.r"),
+            "lr": cfg.get("train.stage2.lr"),
+            "val_loss": (result.metrics or {}).get("val_loss"),
+            "epochs": epochs, "stopped_early": epochs < t.epochs,
+            "events_per_row": events_per_row.get(cfg.get("data.delta")),
+            "error": str(result.error) if result.error else None,
+        })  # fmt: skip
+    best = grid.get_best_result(metric=t.metric, mode="min", scope="last")
+    params = {k: best.config[k] for k in TRIAL_KEYS}
+    best_cfg = Config.from_dict(
+        apply_overrides(config.to_dict(), [f"{k}={v}" for k, v in params.items()])
+    )
+    best_cfg.to_yaml(search_dir / "best.yaml")
+    table = format_rows(rows)
+    (search_dir / "results.md").write_text(table + "\n")
+    (search_dir / "results.json").write_text(json.dumps({"best": params, "trials": rows},
+                                                        indent=2, default=str))  # fmt: skip
+    print(table, flush=True)
+    print(f"best {params} -> {search_dir / 'best.yaml'}", flush=True)
+    print(f"TensorBoard: tensorboard --logdir {path}", flush=True)
+    return {"best": params, "trials": rows, "best_yaml": str(search_dir / "best.yaml")}
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    lines = ["| trial | Δ | rank | lr | val_loss | epochs | stopped early | events/prompt |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in sorted(rows, key=lambda r: (r["val_loss"] is None, r["val_loss"] or 0)):
+        loss = "—" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
+        ev = "—" if r["events_per_row"] is None else f"{r['events_per_row']:.1f}"
+        lines.append(
+            f"| {r['trial']} | {r['delta']} | {r['rank']} | {r['lr']} | {loss} | {r['epochs']} "
+            f"| {'yes' if r['stopped_early'] else 'no'} | {ev} |"
+        )
+    return "\n".join(lines)
