@@ -10,8 +10,6 @@ call; the batch sizes are counted at GET /v1/metrics. Every endpoint but /health
 variable named by ``token_env``). This module only wires HTTP to ``mmtpp.predict``.
 """
 
-from __future__ import annotations
-
 import base64
 import binascii
 import os
@@ -19,7 +17,7 @@ import time
 from collections import Counter
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ray import serve
@@ -79,7 +77,7 @@ class PredictIn(BaseModel):
         return tasks
 
     @model_validator(mode="after")
-    def sorted_times(self) -> PredictIn:
+    def sorted_times(self) -> "PredictIn":
         for i in range(1, len(self.events)):
             if self.events[i].time < self.events[i - 1].time:
                 raise ValueError(
@@ -108,18 +106,25 @@ app = FastAPI(
 )
 
 
-_STATE: dict[str, str | None] = {"token": None}  # one server instance per replica process
-
-
-def require_token(authorization: str | None = Header(None)) -> None:
-    token = _STATE["token"]
-    if token is not None and authorization != f"Bearer {token}":
-        raise HTTPException(401, detail="missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-
-
 def _problem(status: int, loc: str, message: str) -> HTTPException:
     return HTTPException(status, detail=[{"loc": loc, "msg": message}])
+
+
+def _errors(err: ValueError) -> list[dict[str, Any]]:
+    if hasattr(err, "errors"):
+        return [
+            {"loc": ".".join(str(x) for x in e.get("loc", ())), "msg": e.get("msg", "")}
+            for e in err.errors()
+        ]
+    return [{"loc": "body", "msg": str(err)}]
+
+
+def _image_format(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    return None
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
@@ -129,7 +134,7 @@ class MMTPPServer:
         from mmtpp.predict import Predictor
 
         self.config = ServerConfig(**config)
-        _STATE["token"] = self.config.token or os.environ.get(self.config.token_env) or None
+        self.token = self.config.token or os.environ.get(self.config.token_env) or None
         self.predictor = Predictor(self.config.model_dir, image_root=self.config.image_root)
         self.batch_sizes: Counter[int] = Counter()
         self.requests = 0
@@ -138,6 +143,12 @@ class MMTPPServer:
         self.predict_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
     # --- auth and limits ------------------------------------------------------------------
+
+    def check_token(self, authorization: str | None) -> None:
+        if self.token is not None and authorization != f"Bearer {self.token}":
+            raise HTTPException(
+                401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     def decode_image(self, ref: str, where: str) -> bytes | str:
         limits = self.config.limits
@@ -168,7 +179,8 @@ class MMTPPServer:
         return {"status": "ok"}
 
     @app.get("/v1/model")
-    async def model_info(self, _: None = Depends(require_token)) -> dict[str, Any]:
+    async def model_info(self, authorization: str | None = Header(None)) -> dict[str, Any]:
+        self.check_token(authorization)
         meta = self.predictor.meta
         return {
             "base_model": meta["model"]["base"],
@@ -183,7 +195,8 @@ class MMTPPServer:
         }
 
     @app.get("/v1/metrics")
-    async def metrics(self, _: None = Depends(require_token)) -> dict[str, Any]:
+    async def metrics(self, authorization: str | None = Header(None)) -> dict[str, Any]:
+        self.check_token(authorization)
         return {
             "requests": self.requests,
             "errors": self.errors,
@@ -192,7 +205,10 @@ class MMTPPServer:
         }
 
     @app.post("/v1/predict", response_model=PredictOut)
-    async def predict(self, request: Request, _: None = Depends(require_token)) -> PredictOut:
+    async def predict(
+        self, request: Request, authorization: str | None = Header(None)
+    ) -> PredictOut:
+        self.check_token(authorization)
         from mmtpp.events import EventSequence
 
         limits = self.config.limits
@@ -262,23 +278,6 @@ class MMTPPServer:
             for i, p in zip(idx, preds, strict=True):
                 out[i] = p
         return out
-
-
-def _errors(err: ValueError) -> list[dict[str, Any]]:
-    if hasattr(err, "errors"):
-        return [
-            {"loc": ".".join(str(x) for x in e.get("loc", ())), "msg": e.get("msg", "")}
-            for e in err.errors()
-        ]
-    return [{"loc": "body", "msg": str(err)}]
-
-
-def _image_format(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    return None
 
 
 @app.exception_handler(HTTPException)

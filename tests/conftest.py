@@ -107,6 +107,9 @@ def ray_local():
 
     torch.set_flush_denormal(True)
     if not ray.is_initialized():
-        ray.init(num_cpus=2, log_to_driver=False)
+        # Workers import serve.app from the checkout, as `serve run` does from its directory.
+        root = str(Path(__file__).resolve().parent.parent)
+        ray.init(num_cpus=2, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": root}})  # fmt: skip
     yield ray
     ray.shutdown()
