@@ -289,7 +289,9 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder for ``serve run serve.app:build_app model_dir=...`` and config files."""
     config = ServerConfig(**args)
-    return MMTPPServer.bind(config.model_dump())
+    # Serve admits 5 requests per replica by default: too few to fill a batch.
+    deployment = MMTPPServer.options(max_ongoing_requests=max(8, 2 * config.max_batch_size))
+    return deployment.bind(config.model_dump())
 
 
 def wait_until_healthy(url: str, timeout_s: float = 120.0) -> None:
