@@ -30,8 +30,8 @@ def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
 @dataclass
 class DataConfig:
     source: str = _help(
-        "dataset directory (an mmtpp dataset), or 'synthetic' to generate the default "
-        "synthetic dataset into <output_dir>/data",
+        "dataset directory (an mmtpp dataset), 'synthetic' to generate the default "
+        "synthetic dataset into <output_dir>/data, or 'nycflights' to import the NYC flights",
         "synthetic",
     )
     synth_sequences: int = _help("sequences to generate when source is 'synthetic'", 200)

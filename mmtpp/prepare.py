@@ -471,7 +471,17 @@ def format_summary(manifest: dict[str, Any]) -> str:
 
 
 def resolve_dataset(config: Config) -> Path:
-    """The dataset directory of a config; 'synthetic' generates it once under the run."""
+    """The dataset directory of a config; 'synthetic' generates it once under the run and
+    'nycflights' imports the NYC flights (``synth_sequences`` aircraft) the same way."""
+    if config.data.source == "nycflights":
+        root = Path(config.output_dir) / "data"
+        if not (root / "dataset.json").is_file():
+            from mmtpp.events import write_dataset
+            from mmtpp.sources.flights import load_nycflights
+
+            info, sequences = load_nycflights(max_sequences=config.data.synth_sequences or None)
+            write_dataset(root, info, sequences)
+        return root
     if config.data.source != "synthetic":
         root = Path(config.data.source)
         read_info(root)  # a clear error if this is not a dataset
