@@ -3,7 +3,7 @@
 Times and types come from ``mmtpp.hawkes``. The default process (``default_hawkes``) is
 bursty by construction: 85% of the alerts are triggered by earlier ones within ~1/β = 0.1 min,
 so bursts are runs of short, nearly equal gaps (which adaptive compression collapses)
-separated by quiet periods of ~10 min. An alert mostly triggers one of its own type and
+separated by quiet periods of ~11 min (1/Σμ). An alert mostly triggers one of its own type and
 sometimes one of the next type, so the history predicts the next type well beyond the
 majority class without making it trivial.
 
@@ -97,7 +97,7 @@ def default_hawkes(num_types: int = 4) -> HawkesParams:
     near-equal short gaps. α[j, j] = 0.7 (an alert mostly triggers its own type) and
     α[j+1, j] = 0.15 (sometimes the next type), so the branching ratio is 0.85: 85% of the
     events belong to bursts. The base rates decrease with the type (0.04 … 0.01/min), so the
-    classes are unbalanced (majority ≈ 0.31) and quiet periods last ~10 min.
+    classes are unbalanced (majority ≈ 0.31) and quiet periods last ~11 min.
     """
     if not 1 <= num_types <= len(TYPE_NAMES):
         raise ValueError(f"num_types must be in 1..{len(TYPE_NAMES)}, got {num_types}")
@@ -120,7 +120,7 @@ class SynthConfig:
     num_types: int = field(
         default=4, metadata={"help": f"event types, 1..{len(TYPE_NAMES)}: {TYPE_NAMES}"}
     )
-    hawkes: HawkesParams | None = field(
+    hawkes: HawkesParams | dict[str, Any] | None = field(
         default=None,
         metadata={"help": "true process {mu, alpha, beta}; None: default_hawkes(num_types)"},
     )
@@ -136,6 +136,8 @@ class SynthConfig:
     seed: int = field(default=0, metadata={"help": "random seed (>= 0)"})
 
     def __post_init__(self) -> None:
+        if not 1 <= self.num_types <= len(TYPE_NAMES):
+            raise ValueError(f"synth: num_types must be in 1..{len(TYPE_NAMES)}")
         if isinstance(self.hawkes, dict):
             self.hawkes = HawkesParams.from_dict(self.hawkes)
         if self.hawkes is None:
@@ -144,17 +146,15 @@ class SynthConfig:
             raise ValueError(
                 f"synth: hawkes has {self.hawkes.num_types} types but num_types is {self.num_types}"
             )
-        if not 1 <= self.num_types <= len(TYPE_NAMES):
-            raise ValueError(f"synth: num_types must be in 1..{len(TYPE_NAMES)}")
         if self.num_sequences < 1:
             raise ValueError(f"synth: num_sequences must be >= 1, got {self.num_sequences}")
-        self.events_per_sequence = tuple(int(v) for v in self.events_per_sequence)
-        lo, hi = self.events_per_sequence
-        if not 2 <= lo <= hi:
+        bounds = [int(v) for v in self.events_per_sequence]
+        if len(bounds) != 2 or not 2 <= bounds[0] <= bounds[1]:
             raise ValueError(
                 f"synth: events_per_sequence must be (min, max) with 2 <= min <= max, "
                 f"got {self.events_per_sequence}"
             )
+        self.events_per_sequence = (bounds[0], bounds[1])
         if self.image_storage not in ("bytes", "files"):
             raise ValueError(
                 f"synth: image_storage must be 'bytes' or 'files', got {self.image_storage!r}"
@@ -166,7 +166,7 @@ class SynthConfig:
 
     @property
     def params(self) -> HawkesParams:
-        assert self.hawkes is not None  # set in __post_init__
+        assert isinstance(self.hawkes, HawkesParams)  # resolved in __post_init__
         return self.hawkes
 
     def to_dict(self) -> dict[str, Any]:
