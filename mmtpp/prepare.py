@@ -233,6 +233,17 @@ def process_table(table: pa.Table, ctx: PrepareContext, source: str = "<batch>")
     return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
 
 
+_CONTEXTS: dict[str, PrepareContext] = {}
+
+
+def _worker_context(args: dict[str, Any]) -> PrepareContext:
+    """One PrepareContext (tokenizer loaded once) per worker process and run."""
+    key = json.dumps({k: str(v) for k, v in args.items()}, sort_keys=True)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = PrepareContext(**args)
+    return _CONTEXTS[key]
+
+
 def _dup_problem(source: str, seq_id: str):
     from mmtpp.validation import Problem
 
@@ -338,26 +349,17 @@ def run_prepare(
         "duplicate_ids": dups,
     }
 
-    class Process:
-        def __init__(self) -> None:
-            import torch  # noqa: F401  (keeps transformers' lazy imports quiet per worker)
+    def process(batch: pa.Table) -> pa.Table:
+        return process_table(batch, _worker_context(ctx_args), source=f"{root}/{SEQUENCES_DIR}")
 
-            self.ctx = PrepareContext(**ctx_args)
-
-        def __call__(self, batch: pa.Table) -> pa.Table:
-            return process_table(batch, self.ctx, source=f"{root}/{SEQUENCES_DIR}")
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
+    ray_ctx = ray.data.DataContext.get_current()
+    ray_ctx.execution_options.preserve_order = True
     files = [str(p) for p in sequence_files(root)]
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
+    # Tasks (fused with the read), not an actor pool: nothing holds a CPU between batches, so
+    # one CPU suffices, and every CPU Ray gives the job runs read+process.
     ds = ray.data.read_parquet(files, override_num_blocks=max(len(files), cpus))
-    processed = ds.map_batches(
-        Process,
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
-    ).materialize()
+    processed = ds.map_batches(process, batch_size=batch_size, batch_format="pyarrow").materialize()
 
     counts: Counter[tuple[str, str]] = Counter()
     tokens: Counter[tuple[str, str]] = Counter()
