@@ -12,6 +12,7 @@ group resumes from the last one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -311,6 +312,8 @@ def run_training(
 
     prepared = Path(prepared_dir).resolve()
     output = Path(config.output_dir).resolve()
+    # Workers run in their own directories: give them absolute paths.
+    config = dataclasses.replace(config, output_dir=str(output))
     if stage == 2 and not (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
         print("stage 2: no stage-1 adapter found, starting from a fresh adapter", flush=True)
     base = materialize_base(config.model, load_tokenizer(prepared / "tokenizer"), output / "base")
