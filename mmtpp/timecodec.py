@@ -32,11 +32,16 @@ def encode(gaps: ArrayLike) -> np.ndarray:
 
 
 def decode(byte_rows: ArrayLike) -> np.ndarray:
-    """uint8 bytes of shape ``[..., 4]`` → float32 gaps of shape ``[...]`` (no validity check)."""
+    """uint8 bytes of shape ``[..., 4]`` → float32 gaps of shape ``[...]`` (no validity check).
+
+    The bytes are reassembled as integers and reinterpreted, never converted as floats, so
+    subnormal values survive in processes that flush denormals (as training processes do).
+    """
     raw = np.ascontiguousarray(byte_rows, dtype=np.uint8)
     if raw.shape[-1:] != (4,):
         raise ValueError(f"expected a trailing dimension of 4 bytes, got shape {raw.shape}")
-    return raw.view(BIG_ENDIAN_F32).reshape(raw.shape[:-1]).astype(np.float32)
+    words = raw.reshape(-1, 4).view(">u4").astype(np.uint32)
+    return words.view(np.float32).reshape(raw.shape[:-1])
 
 
 def float32_interval_width(gaps: ArrayLike) -> np.ndarray:

@@ -6,8 +6,13 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from mmtpp.tokens import train_tokenizer
+
+# Property tests check correctness, not speed: a loaded CI machine must not fail them on time.
+settings.register_profile("mmtpp", deadline=None)
+settings.load_profile("mmtpp")
 
 NUM_TYPES = 4
 WORDS = [

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -11,6 +12,14 @@ from mmtpp.compression import (
     gaps_from_times,
     similar_mask,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def ieee_subnormals():
+    """Other tests (and Ray workers) flush denormals for speed; these check exact IEEE
+    behaviour, subnormals included."""
+    torch.set_flush_denormal(False)
+
 
 gap_arrays = arrays(np.float64, st.integers(0, 60), elements=st.floats(0, 3, width=32))
 deltas = st.sampled_from([0.0, 0.05, 0.2, 0.5, 1.0])

@@ -1,11 +1,20 @@
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mmtpp import timecodec
 from mmtpp.timecodec import ByteTokenCodec, decode, encode
+
+
+@pytest.fixture(autouse=True, scope="module")
+def ieee_subnormals():
+    """Other tests (and Ray workers) flush denormals for speed; these check exact IEEE
+    behaviour, subnormals included."""
+    torch.set_flush_denormal(False)
+
 
 # Byte token ids deliberately not contiguous and not starting at 0.
 BYTE_IDS = 1000 + 3 * np.arange(256)
