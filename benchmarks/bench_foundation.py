@@ -18,38 +18,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import itertools
 
-import numpy as np
-
 from mmtpp.compression import similar_mask
 from mmtpp.events import EventSequence
+from mmtpp.sources.synthetic import SynthConfig, generate
 from mmtpp.templates import Renderer
 from mmtpp.timecodec import ByteTokenCodec
 from mmtpp.tokens import TokenIds, train_tokenizer
 
-WORDS = [
-    "alert",
-    "taxi",
-    "comment",
-    "north",
-    "south",
-    "river",
-    "bridge",
-    "delay",
-    "minutes",
-    "quiet",
-    "storm",
-    "city",
-]
-
 
 def make_sequences(total: int, per_seq: int = 500, seed: int = 0) -> list[EventSequence]:
-    rng = np.random.default_rng(seed)
-    seqs = []
-    for s in range(total // per_seq):
-        gaps = np.where(rng.random(per_seq) < 0.6, 0.1, rng.exponential(2.0, per_seq))
-        texts = [" ".join(rng.choice(WORDS, rng.integers(4, 12))) + f" {i}" for i in range(per_seq)]
-        seqs.append(EventSequence(f"s{s}", np.cumsum(gaps), rng.integers(0, 4, per_seq), texts))
-    return seqs
+    """Text-only synthetic sequences (the generator's Hawkes times and varied sentences)."""
+    cfg = SynthConfig(num_sequences=total // per_seq, events_per_sequence=(per_seq, per_seq),
+                      images=False, seed=seed)  # fmt: skip
+    return list(generate(cfg)[1])
 
 
 def loop_codec_compression(seqs, byte_ids, delta):

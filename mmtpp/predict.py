@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmtpp.events import EventSequence, ImageRef
-from mmtpp.images import ImageSpec, image_size, read_bytes
+from mmtpp.events import EventSequence
+from mmtpp.images import ImageSpec, read_bytes
 from mmtpp.model import collate, image_processor, load_trained
+from mmtpp.stats import image_token_counter
 from mmtpp.templates import RESPONSE_LENGTH, Parsed, Parser, Renderer
 from mmtpp.tokens import TASKS, TokenIds
 
@@ -75,6 +76,7 @@ class Predictor:
         self.parser = Parser(self.tokenizer, self.ids)
         self.spec = ImageSpec(self.meta["image_min_pixels"], self.meta["image_max_pixels"])
         self.processor = image_processor(self.spec)
+        self.count_image_tokens = image_token_counter(image_root, self.spec)
         self.image_root = image_root
         self.delta = float(self.meta["delta"])
         self.budget = int(self.meta["budget"])
@@ -86,10 +88,7 @@ class Predictor:
     ) -> list[Prompt]:
         """Prompts that ask for the event after each history."""
 
-        def count(ref: ImageRef) -> int:
-            return self.spec.token_count(*image_size(ref, self.image_root, self.spec))
-
-        ets = self.renderer.event_tokens(histories, count)
+        ets = self.renderer.event_tokens(histories, self.count_image_tokens)
         room = self.budget - RESPONSE_LENGTH.get(task, options.max_text_tokens + 3)
         delta = self.delta if options.compress else 0.0
         out = []

@@ -35,7 +35,13 @@ from mmtpp.images import ImageSpec, read_bytes
 from mmtpp.stats import image_token_counter
 from mmtpp.templates import EventTokens, Renderer
 from mmtpp.tokens import TokenIds, extend_tokenizer, fingerprint, load_tokenizer, train_tokenizer
-from mmtpp.validation import Checks, ValidationError, conform_table, validate_table
+from mmtpp.validation import (
+    Checks,
+    Problem,
+    ValidationError,
+    conform_table,
+    validate_table,
+)
 
 SPLITS = ("train", "val", "test")
 KINDS = ("stage1", "stage2")
@@ -244,9 +250,7 @@ def _worker_context(args: dict[str, Any]) -> PrepareContext:
     return _CONTEXTS[key]
 
 
-def _dup_problem(source: str, seq_id: str):
-    from mmtpp.validation import Problem
-
+def _dup_problem(source: str, seq_id: str) -> Problem:
     return Problem(source, seq_id, -1, "seq_id", "duplicate_seq_id", "seq_id appears twice")
 
 
