@@ -194,7 +194,7 @@ class TuneSettings:
     deltas: list[float] = _help("Δ values searched", [0.0, 0.05, 0.1, 0.2, 0.5])
     ranks: list[int] = _help("LoRA ranks searched", [4, 8, 16, 32])
     lrs: list[float] = _help("learning rates searched", [3e-4, 1e-3, 3e-3])
-    num_samples: int = _help("trials (random combinations of the lists above)", 8)
+    num_samples: int = _help("trials: distinct combinations of the lists above (0 = all)", 8)
     metric: str = _help("'val_loss' (stage-2 validation loss per epoch)", "val_loss")
     epochs: int = _help("stage-2 epochs per trial (ASHA's max_t)", 4)
     grace_period: int = _help("epochs before ASHA may stop a trial", 1)

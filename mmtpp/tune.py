@@ -10,7 +10,9 @@ configuration is written as a YAML file ``jobs/train.py`` accepts.
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,16 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], trial_dir: str) -
     return Config.from_dict(apply_overrides(data, overrides))
 
 
-def trainable(params: dict[str, Any]) -> None:
+def sample_trials(deltas: list, ranks: list, lrs: list, num: int, seed: int) -> list[dict]:
+    """``num`` distinct (Δ, rank, lr) combinations drawn without replacement (the whole grid
+    when ``num`` covers it), in a seeded order."""
+    grid = [dict(zip(TRIAL_KEYS, combo, strict=True))
+            for combo in itertools.product(deltas, ranks, lrs)]  # fmt: skip
+    random.Random(seed).shuffle(grid)
+    return grid[: num if num > 0 else len(grid)]
+
+
+def trainable(params: dict[str, Any], base: dict[str, Any], search_dir: str) -> None:
     """One trial: (stage 1, then) stage 2 for ``tune.epochs`` epochs, reporting each epoch."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -38,9 +49,8 @@ def trainable(params: dict[str, Any]) -> None:
     from mmtpp.train import run_training
 
     trial_dir = ray.tune.get_context().get_trial_dir()
-    config = trial_config(params["base"], params, str(Path(trial_dir) / "run"))
-    search_dir = Path(params["search_dir"])
-    data = prepared_dir(search_dir, params["data.delta"])
+    config = trial_config(base, params, str(Path(trial_dir) / "run"))
+    data = prepared_dir(Path(search_dir), params["data.delta"])
     if config.tune.with_stage1:
         run_training(config, 1, data)
     run_training(config, 2, data, callbacks=[TuneReportCallback()])
@@ -67,14 +77,14 @@ def run_search(
         events_per_row[delta] = manifest["token_stats"].get("stage2", {}).get("mean_events")
     base = config.to_dict()
     base["train"]["stage2"]["epochs"] = t.epochs
+    points = sample_trials(t.deltas, t.ranks, t.lrs, t.num_samples, t.seed)
     space = {
         "data.delta": ray.tune.choice(t.deltas),
         "lora.r": ray.tune.choice(t.ranks),
         "train.stage2.lr": ray.tune.choice(t.lrs),
-        "base": base,
-        "search_dir": str(search_dir),
     }
-    resources = ray.tune.with_resources(trainable, {"CPU": t.cpus_per_trial})
+    fn = ray.tune.with_parameters(trainable, base=base, search_dir=str(search_dir))
+    resources = ray.tune.with_resources(fn, {"CPU": t.cpus_per_trial})
     path = search_dir / name
     if resume and ray.tune.Tuner.can_restore(str(path)):
         print(f"tune: resuming {path}", flush=True)
@@ -86,14 +96,16 @@ def run_search(
             tune_config=ray.tune.TuneConfig(
                 metric=t.metric,
                 mode="min",
-                num_samples=t.num_samples,
-                max_concurrent_trials=t.max_concurrent,
+                num_samples=len(points),
                 scheduler=ASHAScheduler(
                     max_t=t.epochs,
                     grace_period=t.grace_period,
                     reduction_factor=t.reduction_factor,
                 ),
-                search_alg=ray.tune.search.BasicVariantGenerator(random_state=t.seed),
+                # max_concurrent_trials is ignored when a generator is passed: limit it here.
+                search_alg=ray.tune.search.BasicVariantGenerator(
+                    points_to_evaluate=points, max_concurrent=t.max_concurrent
+                ),
             ),
             run_config=ray.tune.RunConfig(
                 name=name, storage_path=str(search_dir), callbacks=callbacks
