@@ -38,6 +38,8 @@ def main() -> int:
         options,
         max_per_task=e.max_per_task or None,
         batch_size=e.batch_size,
+        ppl_lengths=e.ppl_lengths,
+        ppl_targets=e.ppl_targets,
     )
     print(format_table(results))
     return 0

@@ -183,6 +183,10 @@ class EvalConfig:
     max_per_task: int = _help("test targets per task (0 = all prepared)", 0)
     batch_size: int = _help("prompts per generate call", 16)
     compress: bool = _help("compress the history of prompts (False: Δ = 0 ablation)", True)
+    ppl_lengths: list[int] = _help(
+        "history lengths (events) of the perplexity curve", [2, 4, 8, 16, 32, 64, 128]
+    )
+    ppl_targets: int = _help("test targets scored per point of that curve (0 = no curve)", 48)
 
     def __post_init__(self) -> None:
         if self.time_mode not in ("greedy", "mean", "median"):

@@ -6,6 +6,12 @@ dataset records its true Hawkes parameters — the Bayes-optimal predictor (cond
 and median of the next gap, most probable next type), which no model can beat. Invalid
 generations are counted per reason and excluded from the time errors (never silently): the
 baselines are scored on the same valid targets so the comparison stays fair.
+
+Teacher-forced likelihoods complete the picture: the model's exact time NLL (byte-token
+log-probabilities made a density by the float32 cell width) and type cross-entropy next to
+the true process's; the perplexity of the next event's tokens as a function of how many
+history events the prompt holds, compressed vs uncompressed (the paper's Fig. 2a); and the
+events that fit in the budget per Δ.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import platform
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmtpp.events import read_info, read_sequences
+from mmtpp.compression import compression_stats
+from mmtpp.config import EvalConfig
+from mmtpp.events import EventSequence, read_info, read_sequences
 from mmtpp.hawkes import HawkesParams, bayes_predictions
 from mmtpp.predict import DecodeOptions, Predictor, Prompt
 from mmtpp.prepare import split_of
+from mmtpp.stats import DEFAULT_DELTAS
+from mmtpp.templates import RESPONSE_LENGTH
+from mmtpp.timecodec import float32_interval_width
 from mmtpp.tokens import TASKS
 
 # --- metric functions (hand-checked in tests) -------------------------------------------
@@ -112,6 +124,99 @@ def _reference(dataset_root: Path, split: list[float], seed: int, rows: dict[str
     )
 
 
+def _prompt_of(row: dict) -> Prompt:
+    return Prompt(row["input_ids"][: row["prompt_length"]], row["images"] or [])
+
+
+def likelihoods(
+    predictor: Predictor, rows: dict[str, list[dict]], bayes: dict, batch_size: int
+) -> dict[str, Any]:
+    """Teacher-forced NLL of the true next gap (nats per event, a density: the four byte
+    tokens' log-probability minus the log-width of the float32 cell, SPEC §7) and of the
+    true type (cross-entropy), on the prepared test prompts, beside the true process's."""
+    out: dict[str, Any] = {}
+    for task, positions in (("time", slice(1, 5)), ("type", slice(1, 2))):
+        task_rows = rows.get(task, [])
+        if not task_rows:
+            continue
+        nll = []
+        for i in range(0, len(task_rows), batch_size):
+            chunk = task_rows[i : i + batch_size]
+            prompts = [_prompt_of(r) for r in chunk]
+            responses = [r["input_ids"][r["prompt_length"] :] for r in chunk]
+            for lp in predictor.response_log_probs(prompts, responses):
+                nll.append(-float(lp[positions].sum()))
+        nll_arr = np.asarray(nll)
+        if task == "time":
+            gaps = np.array([r["true_gap"] for r in task_rows])
+            nll_arr = nll_arr + np.log(float32_interval_width(gaps))
+        res: dict[str, Any] = {"model": float(nll_arr.mean()), "targets": len(task_rows)}
+        if bayes:
+            field = "nll_time" if task == "time" else "nll_type"
+            true = [getattr(bayes[r["seq_id"]], field)[r["target"] - 1] for r in task_rows]
+            res["bayes"] = float(np.mean(true))
+        out[f"{task}_nll"] = res
+    return out
+
+
+def ppl_by_history(
+    predictor: Predictor,
+    sequences: dict[str, EventSequence],
+    targets: list[tuple[str, int]],
+    lengths: Sequence[int],
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """Perplexity of the next event's time and type response tokens when the prompt holds
+    at most ``L`` history events, for each ``L``, with the history compressed at the model's
+    Δ and uncompressed (both within the model's token budget, as in training)."""
+    renderer = predictor.renderer
+    seq_ids = sorted({s for s, _ in targets})
+    ets = dict(
+        zip(seq_ids, renderer.event_tokens([sequences[s] for s in seq_ids],
+                                           predictor.count_image_tokens), strict=True)
+    )  # fmt: skip
+    points = []
+    for compressed in (True, False):
+        delta = predictor.delta if compressed else 0.0
+        for length in lengths:
+            nll = tokens = events = prompt_tokens = 0.0
+            for task in ("time", "type"):
+                room = predictor.budget - RESPONSE_LENGTH[task]
+                for i in range(0, len(targets), batch_size):
+                    chunk = targets[i : i + batch_size]
+                    prompts = [
+                        predictor.prompt_for(sequences[s], ets[s], t, task, delta, room, length)
+                        for s, t in chunk
+                    ]
+                    responses = [renderer.response(ets[s], t, task).tolist() for s, t in chunk]
+                    for p, lp in zip(
+                        prompts, predictor.response_log_probs(prompts, responses), strict=True
+                    ):
+                        nll -= float(lp.sum())
+                        tokens += lp.size
+                        events += p.history_events
+                        prompt_tokens += len(p.input_ids)
+            n = 2 * len(targets)
+            points.append({
+                "compressed": compressed, "max_events": int(length),
+                "ppl": float(np.exp(nll / tokens)), "history_events": events / n,
+                "prompt_tokens": prompt_tokens / n,
+            })  # fmt: skip
+            print(f"perplexity: {'compressed' if compressed else 'uncompressed'} history "
+                  f"≤ {length} events: {points[-1]['ppl']:.3f}", flush=True)  # fmt: skip
+    return points
+
+
+def events_per_budget(
+    predictor: Predictor, sequences: list[EventSequence], deltas: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Events that fit in the model's budget per Δ (backward compression, the prompt's view),
+    with the model's tokenizer, over ``sequences``."""
+    ets = predictor.renderer.event_tokens(sequences, predictor.count_image_tokens)
+    pairs = [(et.gaps, et.costs()) for et in ets]
+    return [compression_stats(pairs, d, predictor.budget).to_dict() for d in deltas]
+
+
 def evaluate(
     model_dir: str | Path,
     prepared_dir: str | Path,
@@ -121,6 +226,8 @@ def evaluate(
     max_per_task: int | None = None,
     batch_size: int = 16,
     config: dict | None = None,
+    ppl_lengths: Sequence[int] | None = None,
+    ppl_targets: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained model on the prepared test split; writes results.json, results.md
     and plots to ``out_dir`` and returns the results."""
@@ -143,9 +250,7 @@ def evaluate(
         preds = []
         for i in range(0, len(task_rows), batch_size):
             chunk = task_rows[i : i + batch_size]
-            prompts = [
-                Prompt(r["input_ids"][: r["prompt_length"]], r["images"] or []) for r in chunk
-            ]
+            prompts = [_prompt_of(r) for r in chunk]
             preds.extend(predictor.predict_prompts(prompts, [task], options))
             print(
                 f"\revaluate {task}: {min(i + batch_size, len(task_rows))}/{len(task_rows)}",
@@ -169,6 +274,21 @@ def evaluate(
             curves,
             last_gaps,
         )
+    results["likelihood"] = likelihoods(predictor, rows, bayes, batch_size)
+    defaults = EvalConfig()
+    ppl_lengths = defaults.ppl_lengths if ppl_lengths is None else ppl_lengths
+    ppl_targets = defaults.ppl_targets if ppl_targets is None else ppl_targets
+    targets = list(dict.fromkeys((r["seq_id"], r["target"]) for r in rows.get("time", [])))
+    results["ppl_by_history"] = (
+        ppl_by_history(predictor, sequences, targets[:ppl_targets], ppl_lengths, batch_size)
+        if ppl_targets and ppl_lengths
+        else []
+    )
+    deltas = sorted({*DEFAULT_DELTAS, predictor.delta})
+    test_seqs = [sequences[s] for s in dict.fromkeys(r["seq_id"] for r in rows.get("time", []))]
+    results["events_per_budget"] = events_per_budget(predictor, test_seqs, deltas)
+    curves["ppl"] = results["ppl_by_history"]
+    curves["events_per_budget"] = results["events_per_budget"]
     results["config"] = config or manifest["config"]
     results["decode"] = vars(options)
     results["versions"] = _versions()
@@ -188,6 +308,9 @@ def _score(task, rows, preds, mean_gap, median_gap, majority, bayes, num_types, 
             if valid
             else None
         )
+        return res
+    if task == "time" and not valid:  # nothing to score: the table and plot say so
+        curves["time"] = (np.empty(0), np.empty(0))
         return res
     true = np.array([rows[i]["true_gap" if task == "time" else "true_type"] for i in valid])
     has_bayes = bool(bayes)
@@ -267,7 +390,9 @@ def _row(name: str, model: Any, baseline: str, optimal: Any, got: Any) -> str:
 def format_table(r: dict[str, Any]) -> str:
     lines = ["| metric | model | baseline | Bayes-optimal | captured |", "|---|---|---|---|---|"]
     t, y, x = r.get("time"), r.get("type"), r.get("text")
-    if t:
+    if t and "model" not in t:
+        lines.append(f"| time | no valid prediction of {t['total']} | | | |")
+    if t and "model" in t:
         b = t.get("bayes", {})
         base = f"mean gap {_fmt(t['mean_gap']['rmse'])}, last gap {_fmt(t['last_gap']['rmse'])}"
         lines.append(
@@ -293,7 +418,27 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(_row("text ROUGE-L", x.get("rouge_l"), "", None, None))
     inv = ", ".join(f"{k}: {sum(c.values())}/{r['targets'][k]}" for k, c in r["invalid"].items())
     lines.append(f"\ninvalid generations (counted, excluded from time errors): {inv}")
-    if t and y and "rmse_ratio_to_bayes" in t:
+    for key, name in (("time_nll", "time NLL (nats/event)"), ("type_nll", "type NLL (nats)")):
+        nll = r.get("likelihood", {}).get(key)
+        if nll:
+            lines.append(f"{name}: model {nll['model']:.3f}, true process "
+                         f"{_fmt(nll.get('bayes'), '.3f')}")  # fmt: skip
+    ppl = r.get("ppl_by_history") or []
+    if ppl:
+        by = {(p["compressed"], p["max_events"]): p for p in ppl}
+        lengths = sorted({p["max_events"] for p in ppl})
+        lines.append("\nperplexity of the next event vs history events:")
+        lines.append("| ≤ events | " + " | ".join(str(n) for n in lengths) + " |")
+        lines.append("|---|" + "---|" * len(lengths))
+        for c, label in ((True, "compressed"), (False, "uncompressed")):
+            cells = " | ".join(f"{by[(c, n)]['ppl']:.3f} ({by[(c, n)]['history_events']:.0f})"
+                               for n in lengths)  # fmt: skip
+            lines.append(f"| {label} PPL (events used) | {cells} |")
+    epb = r.get("events_per_budget") or []
+    if epb:
+        cells = ", ".join(f"Δ={s['delta']:g}: {s['events_per_budget']:.1f}" for s in epb)
+        lines.append(f"events per {epb[0]['budget']}-token budget: {cells}")
+    if t and y and "rmse_ratio_to_bayes" in t and "accuracy_gap_to_bayes" in y:
         lines.append(
             f"time RMSE / Bayes-optimal RMSE = {t['rmse_ratio_to_bayes']:.3f}; type accuracy "
             f"gap to Bayes-optimal = {y['accuracy_gap_to_bayes'] * 100:.1f} points"
@@ -311,8 +456,10 @@ def plot(curves: dict[str, Any], type_names: list[str], out: Path) -> None:
         true, pred = curves["time"]
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         ax.scatter(np.maximum(true, 1e-4), np.maximum(pred, 1e-4), s=6, alpha=0.5)
-        lim = [1e-4, max(float(np.max(true)), float(np.max(pred)), 1e-3)]
+        lim = [1e-4, max(float(np.max(true, initial=0)), float(np.max(pred, initial=0)), 1e-3)]
         ax.plot(lim, lim, "k--", lw=1)
+        if not true.size:
+            ax.text(0.5, 0.5, "no valid time prediction", transform=ax.transAxes, ha="center")
         ax.set(
             xscale="log",
             yscale="log",
@@ -322,6 +469,29 @@ def plot(curves: dict[str, Any], type_names: list[str], out: Path) -> None:
         )
         fig.tight_layout()
         fig.savefig(out / "gap_pred_vs_true.png", dpi=120)
+        plt.close(fig)
+    if curves.get("ppl"):
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for compressed, label in ((True, "compressed"), (False, "uncompressed")):
+            pts = [p for p in curves["ppl"] if p["compressed"] == compressed]
+            ax.plot([p["max_events"] for p in pts], [p["ppl"] for p in pts], "o-", label=label)
+        ax.set(xscale="log", xlabel="history events (at most, within the budget)",
+               ylabel="next-event perplexity", title="perplexity vs history length")  # fmt: skip
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "ppl_vs_history.png", dpi=120)
+        plt.close(fig)
+    if curves.get("events_per_budget"):
+        stats = curves["events_per_budget"]
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.plot([s["delta"] for s in stats], [s["events_per_budget"] for s in stats], "o-")
+        ax.axhline(stats[0]["events_per_budget_uncompressed"], color="k", ls="--", lw=1,
+                   label="uncompressed")  # fmt: skip
+        ax.set(xlabel="Δ", ylabel=f"events in {stats[0]['budget']} tokens",
+               title="events per budget vs Δ (test sequences)")  # fmt: skip
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "events_per_budget.png", dpi=120)
         plt.close(fig)
     if "type" in curves:
         true, pred = curves["type"]

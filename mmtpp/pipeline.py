@@ -3,7 +3,7 @@
 Each step is skipped when its output is already there for the same inputs (after a crash,
 rerunning the same command continues where it stopped): preparation by its manifest
 fingerprint, a training stage by ``done.json`` holding the fingerprint of what it was trained
-from, the evaluation by ``results.json`` of the same model.
+from. The evaluation, the last step, always runs and rewrites the report.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def run_pipeline(config: Config) -> dict[str, Any]:
         max_per_task=e.max_per_task or None,
         batch_size=e.batch_size,
         config=config.to_dict(),
+        ppl_lengths=e.ppl_lengths,
+        ppl_targets=e.ppl_targets,
     )
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0

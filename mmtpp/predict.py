@@ -21,7 +21,7 @@ from mmtpp.events import EventSequence
 from mmtpp.images import ImageSpec, read_bytes
 from mmtpp.model import collate, image_processor, load_trained
 from mmtpp.stats import image_token_counter
-from mmtpp.templates import RESPONSE_LENGTH, Parsed, Parser, Renderer
+from mmtpp.templates import RESPONSE_LENGTH, EventTokens, Parsed, Parser, Renderer
 from mmtpp.tokens import TASKS, TokenIds
 
 TIME_MODES = ("greedy", "mean", "median")
@@ -87,21 +87,34 @@ class Predictor:
         self, histories: Sequence[EventSequence], task: str, options: DecodeOptions
     ) -> list[Prompt]:
         """Prompts that ask for the event after each history."""
-
         ets = self.renderer.event_tokens(histories, self.count_image_tokens)
         room = self.budget - RESPONSE_LENGTH.get(task, options.max_text_tokens + 3)
         delta = self.delta if options.compress else 0.0
-        out = []
-        for seq, et in zip(histories, ets, strict=True):
-            start, mask, ids = self.renderer.prompt(et, len(et), task, delta, room)
-            kept = np.arange(start, len(et))[~mask]
-            images = [
-                read_bytes(seq.image[i], self.image_root, self.spec)
-                for i in kept
-                if et.image_tokens[i] > 0
-            ]
-            out.append(Prompt(ids.tolist(), images, len(et) - start, int(mask.sum())))
-        return out
+        return [
+            self.prompt_for(seq, et, len(et), task, delta, room)
+            for seq, et in zip(histories, ets, strict=True)
+        ]
+
+    def prompt_for(
+        self,
+        seq: EventSequence,
+        et: EventTokens,
+        target: int,
+        task: str,
+        delta: float,
+        room: int,
+        max_events: int | None = None,
+    ) -> Prompt:
+        """The prompt for event ``target`` of ``seq`` (``et`` its tokens) from at most
+        ``max_events`` of its history, compressed with ``delta``, in ``room`` tokens."""
+        start, mask, ids = self.renderer.prompt(et, target, task, delta, room, max_events)
+        kept = np.arange(start, target)[~mask]
+        images = [
+            read_bytes(seq.image[i], self.image_root, self.spec)
+            for i in kept
+            if et.image_tokens[i] > 0
+        ]
+        return Prompt(ids.tolist(), images, target - start, int(mask.sum()))
 
     # --- generation -----------------------------------------------------------------------
 
@@ -132,6 +145,35 @@ class Predictor:
         generated = out[:, batch["input_ids"].shape[1] :].tolist()
         parsed = [self.parser.parse(task, g) for g in generated]
         return [parsed[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    @torch.no_grad()
+    def response_log_probs(
+        self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]]
+    ) -> list[np.ndarray]:
+        """Teacher-forced log-probabilities (nats) of each response token after its prompt.
+
+        Rows are left-padded so every response ends at the last position; only the logits
+        of the response positions are computed (``logits_to_keep``), so a large vocabulary
+        costs memory per response token, not per prompt token.
+        """
+        rows = [
+            {"input_ids": [*p.input_ids, *r], "images": p.images}
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        batch = collate(rows, self.processor, self.ids.eos, self.ids.image_pad, self.spec)
+        batch = _left_pad(batch)
+        ids = batch["input_ids"]
+        batch.pop("labels")
+        keep = max(len(r) for r in responses) + 1
+        logits = self.model(**batch, logits_to_keep=keep).logits.float()
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts the last keep-1
+        out = []
+        for row, r in enumerate(responses):
+            n = len(r)
+            targets = ids[row, ids.shape[1] - n :]
+            picked = log_probs[row, keep - 1 - n :].gather(1, targets[:, None])[:, 0]
+            out.append(picked.numpy().astype(np.float64))
+        return out
 
     def predict_prompts(
         self,

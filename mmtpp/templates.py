@@ -13,6 +13,7 @@ into one preallocated array with vectorised scatters, no per-event Python loop.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,12 +60,29 @@ class EventTokens:
         return np.diff(self.text_offsets)
 
     def costs(self) -> np.ndarray:
-        """Tokens per event rendered in full ``[n]``."""
-        return (
-            FIXED_EVENT_TOKENS
-            + np.where(self.has_text, self.text_lengths + TEXT_WRAP, 0)
-            + np.where(self.image_tokens > 0, self.image_tokens + IMAGE_WRAP, 0)
-        )
+        """Tokens per event rendered in full ``[n]`` (computed once, read-only)."""
+        if "_costs" not in self.__dict__:
+            costs = (
+                FIXED_EVENT_TOKENS
+                + np.where(self.has_text, self.text_lengths + TEXT_WRAP, 0)
+                + np.where(self.image_tokens > 0, self.image_tokens + IMAGE_WRAP, 0)
+            )
+            costs.flags.writeable = False
+            self.__dict__["_costs"] = costs  # frozen dataclass: cache beside the fields
+        return self.__dict__["_costs"]
+
+    def backward_mask(self, delta: float) -> np.ndarray:
+        """The backward compression mask of the whole sequence (read-only, cached per Δ).
+
+        Event i < n−1 is judged against its successor only, so the mask of a prefix
+        ``[0, t)`` is this mask's first t entries with entry t−1 kept (SPEC §4).
+        """
+        cache = self.__dict__.setdefault("_backward", {})
+        if delta not in cache:
+            mask = similar_mask(self.gaps, delta, "backward")
+            mask.flags.writeable = False
+            cache[delta] = mask
+        return cache[delta]
 
     def text_of(self, i: int) -> np.ndarray:
         return self.text_ids[self.text_offsets[i] : self.text_offsets[i + 1]]
@@ -84,10 +102,15 @@ class Example:
     target: int
     start: int
     input_ids: np.ndarray
-    labels: np.ndarray
     prompt_length: int
     compressed_events: int
     image_events: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        labels = self.input_ids.copy()
+        labels[: self.prompt_length] = IGNORE_INDEX
+        return labels
 
 
 class Renderer:
@@ -104,22 +127,19 @@ class Renderer:
         self, seqs: Sequence[EventSequence], image_tokens: ImageTokenCount | None = None
     ) -> list[EventTokens]:
         """Tokenize many sequences at once (one batched call for all their text)."""
-        texts, owners = [], []
-        for s_idx, seq in enumerate(seqs):
-            for i, text in enumerate(seq.text):
-                if text is not None:
-                    texts.append(text)
-                    owners.append((s_idx, i))
-        encoded = encode_texts(self.tokenizer, texts)
-        lengths = [np.zeros(len(seq), dtype=np.int64) for seq in seqs]
-        per_seq: list[list[list[int]]] = [[] for _ in seqs]
-        for (s_idx, i), ids in zip(owners, encoded, strict=True):
-            lengths[s_idx][i] = len(ids)
-            per_seq[s_idx].append(ids)
+        texts = [t for seq in seqs for t in seq.text]
+        has_text = np.fromiter((t is not None for t in texts), dtype=bool, count=len(texts))
+        encoded = encode_texts(self.tokenizer, [t for t in texts if t is not None])
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        lengths[has_text] = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum())
+        )
+        token_end = np.cumsum(lengths)
         out = []
-        for s_idx, seq in enumerate(seqs):
-            has_text = np.array([t is not None for t in seq.text], dtype=bool)
-            flat = [t for ids in per_seq[s_idx] for t in ids]
+        first = 0  # index of the sequence's first event in the batch
+        for seq in seqs:
+            n = len(seq)
             if seq.has_images:
                 if image_tokens is None:
                     raise ValueError(f"sequence {seq.seq_id!r} has images: pass image_tokens")
@@ -127,18 +147,22 @@ class Renderer:
                     [0 if ref is None else image_tokens(ref) for ref in seq.image], dtype=np.int64
                 )
             else:
-                img = np.zeros(len(seq), dtype=np.int64)
+                img = np.zeros(n, dtype=np.int64)
+            tok_start = int(token_end[first - 1]) if first else 0
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(lengths[first : first + n], out=offsets[1:])
             out.append(
                 EventTokens(
                     seq_id=seq.seq_id,
                     gaps=seq.gaps,
                     types=seq.type.astype(np.int64),
-                    text_ids=np.asarray(flat, dtype=np.int64),
-                    text_offsets=np.concatenate([[0], np.cumsum(lengths[s_idx])]),
-                    has_text=has_text,
+                    text_ids=flat[tok_start : tok_start + int(offsets[-1])],
+                    text_offsets=offsets,
+                    has_text=has_text[first : first + n],
                     image_tokens=img,
                 )
             )
+            first += n
         return out
 
     # --- rendering ------------------------------------------------------------------------
@@ -250,10 +274,16 @@ class Renderer:
     # --- stage 2 --------------------------------------------------------------------------
 
     def history_window(
-        self, et: EventTokens, target: int, delta: float, budget: int
+        self,
+        et: EventTokens,
+        target: int,
+        delta: float,
+        budget: int,
+        max_events: int | None = None,
     ) -> tuple[int, np.ndarray]:
         """The most recent history ``[start, target)`` whose backward-compressed rendering
-        fits in ``budget`` tokens: returns ``(start, mask)``.
+        fits in ``budget`` tokens (and holds at most ``max_events``): returns
+        ``(start, mask)``.
 
         The last event before the target is never compressed (SPEC §4) nor the window's
         first event (it has no neighbour inside the window).
@@ -261,10 +291,12 @@ class Renderer:
         if not 1 <= target <= len(et):
             raise ValueError(f"target {target} outside 1..{len(et)}")
         full = et.costs()[:target]
-        # Backward scan over the prefix: event i < target-1 compares with its successor.
-        mask = similar_mask(et.gaps[:target], delta, "backward", keep_last=True)
+        mask = et.backward_mask(delta)[:target].copy()
+        mask[-1] = False  # the last event before the target is kept
         costs = np.where(mask, 1, full)
         start = target - max(1, _fit_from_end(costs, budget))
+        if max_events is not None:
+            start = max(start, target - max(1, max_events))
         while True:
             window = mask[start:target].copy()
             window[0] = False
@@ -280,13 +312,19 @@ class Renderer:
         return start, window
 
     def prompt(
-        self, et: EventTokens, target: int, task: str, delta: float, budget: int
+        self,
+        et: EventTokens,
+        target: int,
+        task: str,
+        delta: float,
+        budget: int,
+        max_events: int | None = None,
     ) -> tuple[int, np.ndarray, np.ndarray]:
         """Prompt ids for predicting event ``target`` (history + task token):
         returns ``(start, mask, ids)``; ``budget`` bounds the prompt length."""
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        start, mask = self.history_window(et, target, delta, budget - 1)
+        start, mask = self.history_window(et, target, delta, budget - 1, max_events)
         ids = np.append(self.render(et, start, target, mask), self.ids.task_ids[task])
         return start, mask, ids
 
@@ -309,30 +347,47 @@ class Renderer:
         self, et: EventTokens, target: int, task: str, delta: float, budget: int
     ) -> Example | None:
         """A stage-2 example whose prompt + response fit in ``budget`` (None: no response)."""
-        resp = self.response(et, target, task)
-        if resp is None:
-            return None
-        if resp.size >= budget:
-            raise ValueError(
-                f"sequence {et.seq_id!r}, event {target}: {task} response of {resp.size} tokens "
-                f"does not fit the budget {budget}"
+        return self.examples(et, target, [task], delta, budget).get(task)
+
+    def examples(
+        self, et: EventTokens, target: int, tasks: Sequence[str], delta: float, budget: int
+    ) -> dict[str, Example]:
+        """The stage-2 examples of one target, one per task that has a response.
+
+        Tasks differ only in their response length, so their history windows mostly
+        coincide: each distinct window is rendered once and shared.
+        """
+        histories: dict[int, np.ndarray] = {}
+        out = {}
+        for task in tasks:
+            resp = self.response(et, target, task)
+            if resp is None:
+                continue
+            if resp.size >= budget:
+                raise ValueError(
+                    f"sequence {et.seq_id!r}, event {target}: {task} response of {resp.size} "
+                    f"tokens does not fit the budget {budget}"
+                )
+            start, mask = self.history_window(et, target, delta, budget - resp.size - 1)
+            if start not in histories:
+                histories[start] = self.render(et, start, target, mask)
+            history = histories[start]
+            input_ids = np.empty(history.size + 1 + resp.size, dtype=np.int64)
+            input_ids[: history.size] = history
+            input_ids[history.size] = self.ids.task_ids[task]
+            input_ids[history.size + 1 :] = resp
+            kept = np.arange(start, target)[~mask]
+            out[task] = Example(
+                seq_id=et.seq_id,
+                task=task,
+                target=target,
+                start=start,
+                input_ids=input_ids,
+                prompt_length=history.size + 1,
+                compressed_events=int(mask.sum()),
+                image_events=kept[et.image_tokens[kept] > 0],
             )
-        start, mask, prompt = self.prompt(et, target, task, delta, budget - resp.size)
-        input_ids = np.concatenate([prompt, resp])
-        labels = input_ids.copy()
-        labels[: prompt.size] = IGNORE_INDEX
-        kept = np.arange(start, target)[~mask]
-        return Example(
-            seq_id=et.seq_id,
-            task=task,
-            target=target,
-            start=start,
-            input_ids=input_ids,
-            labels=labels,
-            prompt_length=int(prompt.size),
-            compressed_events=int(mask.sum()),
-            image_events=kept[et.image_tokens[kept] > 0],
-        )
+        return out
 
 
 def _fit_from_end(costs: np.ndarray, budget: int) -> int:

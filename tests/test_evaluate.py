@@ -34,3 +34,10 @@ def test_table_shows_every_figure():
     table = format_table(results)
     assert "| time RMSE | 2.0000 | mean gap 3.0000, last gap 4.0000 | 1.8000 | 83% |" in table
     assert "time: 1/10" in table and "= 1.110" in table and "5.0 points" in table
+
+
+def test_table_when_no_time_prediction_is_valid():
+    results = {"targets": {"time": 4}, "invalid": {"time": {"malformed": 4}},
+               "time": {"valid": 0, "total": 4}}  # fmt: skip
+    table = format_table(results)
+    assert "no valid prediction of 4" in table and "time: 4/4" in table

@@ -1,9 +1,17 @@
+import numpy as np
 import pytest
 import torch
 from conftest import NUM_TYPES, make_dataset
 
 from mmtpp.config import load_config
-from mmtpp.model import add_lora, added_token_ids, load_base, materialize_base, save_trained
+from mmtpp.model import (
+    add_lora,
+    added_token_ids,
+    collate,
+    load_base,
+    materialize_base,
+    save_trained,
+)
 from mmtpp.predict import DecodeOptions, Predictor
 from mmtpp.prepare import build_tokenizer
 from mmtpp.tokens import load_tokenizer
@@ -56,3 +64,31 @@ def test_time_sampling_and_uncompressed_history(predictor):
     comp = p.prompts(seqs[:1], "time", DecodeOptions())[0]
     assert full.compressed_events == 0 < comp.compressed_events
     assert comp.history_events > full.history_events  # more history in the same budget
+
+
+def test_response_log_probs_are_the_full_forward_pass_at_the_response(predictor):
+    p, seqs = predictor
+    prompts = p.prompts(seqs[:3], "time", DecodeOptions())
+    responses = [[p.ids.time_start, *p.ids.byte_ids[[1, 2, 3, 4]].tolist()], [p.ids.eos],
+                 [p.ids.type_start, int(p.ids.type_ids[0]), p.ids.type_end]]  # fmt: skip
+    got = p.response_log_probs(prompts, responses)
+    for prompt, response, lp in zip(prompts, responses, got, strict=True):
+        row = {"input_ids": [*prompt.input_ids, *response], "images": prompt.images}
+        batch = collate([row], p.processor, p.ids.eos, p.ids.image_pad, p.spec)
+        batch.pop("labels")
+        with torch.no_grad():
+            logits = p.model(**batch).logits[0]  # one row: no padding, every position
+        full = torch.log_softmax(logits.float(), -1)
+        n = len(prompt.input_ids)
+        want = [full[n - 1 + j, t].item() for j, t in enumerate(response)]
+        assert lp.shape == (len(response),)
+        np.testing.assert_allclose(lp, want, atol=1e-4)
+
+
+def test_prompt_for_bounds_the_history(predictor):
+    p, seqs = predictor
+    seq = seqs[0]
+    et = p.renderer.event_tokens([seq], p.count_image_tokens)[0]
+    short = p.prompt_for(seq, et, len(seq) - 1, "type", 0.0, 500, max_events=3)
+    assert short.history_events == 3 and short.compressed_events == 0
+    assert p.prompt_for(seq, et, len(seq) - 1, "type", 0.0, 500).history_events > 3

@@ -149,6 +149,10 @@ def test_backward_compression_keeps_the_most_recent_event(tiny_tokenizer):
     start, mask = r.history_window(et, 6, 0.2, 11 + 11 + 1)
     # the window opens with a full event: 11 + 1 + 11 = 23 tokens
     assert start == 3 and mask.tolist() == [False, True, False]
+    start, mask = r.history_window(et, 6, 0.2, 1000, max_events=4)  # at most 4 events
+    assert start == 2 and mask.tolist() == [False, True, True, False]
+    start, mask = r.history_window(et, 6, 0.2, 11 + 11 + 1, max_events=4)  # the budget binds
+    assert start == 3
 
 
 def test_parser_counts_invalid_outputs(tiny_tokenizer):
