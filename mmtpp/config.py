@@ -54,6 +54,10 @@ class DataConfig:
         "tokenizer directory; None trains the tiny BPE on the training text", None
     )
     vocab_size: int = _help("BPE vocabulary size when training the tokenizer", 2048)
+    tokenizer_texts: int = _help(
+        "texts the BPE is trained on: an evenly spaced sample of the training split (0 = all)",
+        20000,
+    )
     image_min_pixels: int = _help("Qwen2.5-VL min_pixels for event images", 56 * 56)
     image_max_pixels: int = _help("Qwen2.5-VL max_pixels for event images", 112 * 112)
     seed: int = _help("seed of the split and of target sampling", 0)

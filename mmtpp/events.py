@@ -140,6 +140,10 @@ def write_info(root: str | Path, info: DatasetInfo) -> None:
     path.write_text(json.dumps(info.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
+# Sequences per Parquet row group: the unit of parallel work when a dataset is prepared.
+ROW_GROUP_SEQUENCES = 32
+
+
 def sequence_files(root: str | Path) -> list[Path]:
     files = sorted((Path(root) / SEQUENCES_DIR).glob("*.parquet"))
     if not files:
@@ -222,7 +226,11 @@ def write_sequences(
     def flush() -> None:
         nonlocal part
         if batch:
-            pq.write_table(sequences_to_table(batch), out_dir / f"part-{part:05d}.parquet")
+            pq.write_table(
+                sequences_to_table(batch),
+                out_dir / f"part-{part:05d}.parquet",
+                row_group_size=ROW_GROUP_SEQUENCES,
+            )
             part += 1
             batch.clear()
 

@@ -1,7 +1,7 @@
 """Event images: safe loading, and their token cost exactly as Qwen2.5-VL counts it.
 
 Qwen2.5-VL resizes an image so both sides are multiples of ``patch_size * merge_size`` (28)
-and its pixel count lies in ``[min_pixels, max_pixels]`` (transformers' ``smart_resize``),
+and its pixel count lies in ``[min_pixels, max_pixels]`` (``qwen_resize``),
 cuts it into 14×14 patches and merges 2×2 patches into one ``<|image_pad|>`` token. The token
 cost of an image therefore depends only on its size, which Pillow reads from the header
 without decoding the pixels.
@@ -10,18 +10,41 @@ without decoding the pixels.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from mmtpp.events import ImageRef
 
 # Pillow raises DecompressionBombError above twice this many pixels and warns above it; we
 # turn the warning into an error too (see ``open_image``).
 Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+def qwen_resize(
+    height: int, width: int, factor: int, min_pixels: int, max_pixels: int
+) -> tuple[int, int]:
+    """Qwen2.5-VL's target size: each side rounded to a multiple of ``factor``, then both
+    scaled by one ratio (down to a multiple, or up to one) into ``[min_pixels, max_pixels]``.
+
+    The same rule as the processor's (a test checks them equal over many sizes); written here
+    so that data preparation does not import transformers.
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"image aspect ratio {height}x{width} is above 200")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / scale / factor) * factor)
+        w = max(factor, math.floor(width / scale / factor) * factor)
+    elif h * w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * scale / factor) * factor
+        w = math.ceil(width * scale / factor) * factor
+    return h, w
 
 
 class ImageError(ValueError):
@@ -61,7 +84,7 @@ class ImageSpec:
 
     def resized(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) after Qwen2.5-VL's resize."""
-        return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+        return qwen_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
 
     def token_count(self, height: int, width: int) -> int:
         """Number of ``<|image_pad|>`` tokens for an image of this size."""

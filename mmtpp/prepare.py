@@ -7,11 +7,13 @@ packed into documents of at most ``budget`` tokens → stage-2 examples (backwar
 prompt + response) for sampled targets → one output table whose ``kind`` column says what
 each row is.
 
-``run_prepare`` reads the dataset with ``ray.data.read_parquet``, runs ``process_table`` in
-``map_batches`` over every CPU Ray gives it, and writes one Parquet dataset per kind and
-split plus ``manifest.json``. Work is bounded per batch (a long sequence yields several
-windows, each rendered on its own), outputs are deterministic for a config, and a run whose
-inputs, config and code version match an existing manifest reuses it.
+``run_prepare`` makes one Ray Data row per Parquet row group of the dataset, runs
+``map_batches`` over them on every CPU Ray gives it (each task reads its row group and
+calls ``process_table`` on slices of ``batch_size`` sequences), and writes one Parquet
+dataset per kind and split plus ``manifest.json``. Data-preparation workers import neither
+torch nor transformers. Work is bounded per batch (a long sequence yields several windows,
+each rendered on its own), outputs are deterministic for a config, and a run whose inputs,
+config and code version match an existing manifest reuses it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from mmtpp.events import SEQUENCES_DIR, ImageRef, read_info, sequence_files
 from mmtpp.images import ImageSpec, read_bytes
 from mmtpp.stats import image_token_counter
 from mmtpp.templates import EventTokens, Renderer
-from mmtpp.tokens import TokenIds, extend_tokenizer, fingerprint, load_tokenizer, train_tokenizer
+from mmtpp.tokens import (
+    TokenIds,
+    extend_tokenizer,
+    fingerprint,
+    load_backend,
+    load_tokenizer,
+    train_tokenizer,
+)
 from mmtpp.validation import (
     Checks,
     Problem,
@@ -107,17 +116,44 @@ class PrepareContext:
     spec: ImageSpec = field(init=False)
 
     def __post_init__(self) -> None:
-        tokenizer = load_tokenizer(self.tokenizer_dir)
+        tokenizer = load_backend(self.tokenizer_dir)
         self.renderer = Renderer(tokenizer, TokenIds.from_tokenizer(tokenizer, self.num_types))
         self.spec = ImageSpec(
             min_pixels=self.data.image_min_pixels, max_pixels=self.data.image_max_pixels
         )
 
 
-def _row(kind: str, split: str, seq_id: str, **values: Any) -> dict[str, Any]:
-    row = dict.fromkeys(OUTPUT_SCHEMA.names)
-    row.update(kind=kind, split=split, seq_id=seq_id, **values)
-    return row
+class _Rows:
+    """Output rows gathered column by column; token ids stay arrays until one final join."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list] = {name: [] for name in OUTPUT_SCHEMA.names}
+
+    def add(self, **values: Any) -> None:
+        for name, column in self.columns.items():
+            column.append(values.get(name))
+
+    def table(self) -> pa.Table:
+        arrays = []
+        for f in OUTPUT_SCHEMA:
+            values = self.columns[f.name]
+            if f.name == "input_ids":
+                arrays.append(_list_array(values))
+            else:
+                arrays.append(pa.array(values, f.type))
+        return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
+
+
+def _list_array(rows: list[np.ndarray | None]) -> pa.Array:
+    """int32 list column from arrays (None: a null row) with one concatenation."""
+    lengths = np.array([0 if r is None else r.size for r in rows], dtype=np.int32)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    present = [r for r in rows if r is not None]
+    values = np.concatenate(present).astype(np.int32) if present else np.empty(0, np.int32)
+    null = [r is None for r in rows]
+    mask = pa.array(null) if any(null) else None
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=mask)
 
 
 def _image_bytes(refs: list[ImageRef | None], events: np.ndarray, ctx: PrepareContext) -> list:
@@ -125,75 +161,66 @@ def _image_bytes(refs: list[ImageRef | None], events: np.ndarray, ctx: PrepareCo
 
 
 def _stage1_rows(
-    ets: list[EventTokens], seqs: list, splits: list[str], ctx: PrepareContext
-) -> list[dict]:
+    ets: list[EventTokens], seqs: list, splits: list[str], ctx: PrepareContext, rows: _Rows
+) -> None:
     """Windows of every sequence, packed in order into documents of ≤ budget tokens."""
     r, d = ctx.renderer, ctx.data
-    rows: list[dict] = []
     open_doc: dict[str, dict] = {}
+    docs = 0
+
+    def close(doc: dict) -> None:
+        ids = np.concatenate(doc.pop("pieces"))
+        rows.add(**doc, input_ids=ids, num_tokens=int(ids.size))
+
     for et, seq, split in zip(ets, seqs, splits, strict=True):
         for start, stop, mask in r.stage1_windows(et, d.delta, d.budget, d.stage1_direction):
             ids = np.append(r.render(et, start, stop, mask), r.ids.eos)
             kept = np.arange(start, stop)[~mask]
             images = _image_bytes(seq.image, kept[et.image_tokens[kept] > 0], ctx)
             doc = open_doc.get(split)
-            if doc is not None and doc["num_tokens"] + ids.size > d.budget:
-                rows.append(doc)
+            if doc is not None and sum(doc["doc_lengths"]) + ids.size > d.budget:
+                close(open_doc.pop(split))
                 doc = None
             if doc is None:
-                doc = _row(
-                    "stage1",
-                    split,
-                    et.seq_id,
-                    start=start,
-                    target=len(rows),
-                    input_ids=[],
-                    doc_lengths=[],
-                    images=[],
-                    num_tokens=0,
-                    events=0,
-                    compressed_events=0,
-                )
-                open_doc[split] = doc
-            doc["input_ids"].extend(ids.tolist())
+                doc = open_doc[split] = {
+                    "kind": "stage1", "split": split, "seq_id": et.seq_id, "start": start,
+                    "target": docs, "pieces": [], "doc_lengths": [], "images": [],
+                    "events": 0, "compressed_events": 0,
+                }  # fmt: skip
+                docs += 1
+            doc["pieces"].append(ids)
             doc["doc_lengths"].append(int(ids.size))
             doc["images"].extend(images)
-            doc["num_tokens"] += int(ids.size)
             doc["events"] += stop - start
             doc["compressed_events"] += int(mask.sum())
-    rows.extend(open_doc[s] for s in SPLITS if s in open_doc)
-    return rows
+    for split in SPLITS:
+        if split in open_doc:
+            close(open_doc[split])
 
 
-def _stage2_rows(et: EventTokens, seq, split: str, ctx: PrepareContext) -> list[dict]:
+def _stage2_rows(et: EventTokens, seq, split: str, ctx: PrepareContext, rows: _Rows) -> None:
     d, r = ctx.data, ctx.renderer
     count = d.eval_targets_per_sequence if split == "test" else d.targets_per_sequence
-    rows = []
-    for target in sample_targets(len(et), count, d.min_history, d.seed, et.seq_id):
-        for task in d.tasks:
-            ex = r.example(et, int(target), task, d.delta, d.budget)
-            if ex is None:
-                continue
-            rows.append(
-                _row(
-                    "stage2",
-                    split,
-                    et.seq_id,
-                    task=task,
-                    target=int(target),
-                    start=ex.start,
-                    input_ids=ex.input_ids.tolist(),
-                    prompt_length=ex.prompt_length,
-                    num_tokens=int(ex.input_ids.size),
-                    events=int(target) - ex.start,
-                    compressed_events=ex.compressed_events,
-                    images=_image_bytes(seq.image, ex.image_events, ctx),
-                    true_gap=float(et.gaps[target]),
-                    true_type=int(et.types[target]),
-                    true_text=seq.text[target],
-                )
+    for target in sample_targets(len(et), count, d.min_history, d.seed, et.seq_id).tolist():
+        examples = r.examples(et, target, d.tasks, d.delta, d.budget)
+        for task, ex in examples.items():
+            rows.add(
+                kind="stage2",
+                split=split,
+                seq_id=et.seq_id,
+                task=task,
+                target=target,
+                start=ex.start,
+                input_ids=ex.input_ids,
+                prompt_length=ex.prompt_length,
+                num_tokens=int(ex.input_ids.size),
+                events=target - ex.start,
+                compressed_events=ex.compressed_events,
+                images=_image_bytes(seq.image, ex.image_events, ctx),
+                true_gap=float(et.gaps[target]),
+                true_type=int(et.types[target]),
+                true_text=seq.text[target],
             )
-    return rows
 
 
 def process_table(table: pa.Table, ctx: PrepareContext, source: str = "<batch>") -> pa.Table:
@@ -214,29 +241,22 @@ def process_table(table: pa.Table, ctx: PrepareContext, source: str = "<batch>")
         rejected_dups = []
     if problems and d.validation == "strict":
         raise ValidationError(problems)
-    rows: list[dict] = []
+    rows = _Rows()
     dup_problem = [{"event": -1, "field": "seq_id", "reason": "duplicate_seq_id",
                     "message": "seq_id appears more than once in the dataset"}]  # fmt: skip
     for q in rejected.to_pylist() + [{**r, "source_file": source, "problems": dup_problem}
                                      for r in rejected_dups]:  # fmt: skip
         record = {"source": q["source_file"], "problems": q["problems"]}
-        rows.append(
-            _row(
-                "quarantine",
-                "",
-                q["seq_id"] or "",
-                problems=json.dumps(record),
-                events=len(q["time"] or []),
-            )
-        )
+        rows.add(kind="quarantine", split="", seq_id=q["seq_id"] or "",
+                 problems=json.dumps(record), events=len(q["time"] or []))  # fmt: skip
     seqs = table_to_sequences(good)
     splits = split_of([s.seq_id for s in seqs], d.split, d.seed)
     counter = image_token_counter(ctx.root, ctx.spec)
     ets = ctx.renderer.event_tokens(seqs, counter)
-    rows.extend(_stage1_rows(ets, seqs, splits, ctx))
+    _stage1_rows(ets, seqs, splits, ctx, rows)
     for et, seq, split in zip(ets, seqs, splits, strict=True):
-        rows.extend(_stage2_rows(et, seq, split, ctx))
-    return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+        _stage2_rows(et, seq, split, ctx, rows)
+    return rows.table()
 
 
 _CONTEXTS: dict[str, PrepareContext] = {}
@@ -268,7 +288,8 @@ def input_fingerprint(root: Path) -> str:
 
 
 def scan_ids_and_text(root: Path, data: DataConfig) -> tuple[list[str], list[str], frozenset]:
-    """seq ids, training-split text (for the tokenizer) and duplicated ids, read column-wise."""
+    """seq ids, training-split text (for the tokenizer: at most ``data.tokenizer_texts``)
+    and duplicated ids, read column-wise."""
     ids: list[str] = []
     texts: list[str] = []
     for path in sequence_files(root):
@@ -282,6 +303,9 @@ def scan_ids_and_text(root: Path, data: DataConfig) -> tuple[list[str], list[str
                 if keep and row:
                     texts.extend(t for t in row if t)
     dups = frozenset(s for s, c in Counter(ids).items() if c > 1)
+    if 0 < data.tokenizer_texts < len(texts):  # evenly spaced: every part of the data counts
+        step = len(texts) / data.tokenizer_texts
+        texts = [texts[int(i * step)] for i in range(data.tokenizer_texts)]
     return ids, texts, dups
 
 
@@ -338,12 +362,20 @@ def run_prepare(
             print(f"prepare: reusing {out} (inputs and config unchanged)", flush=True)
             return PrepareResult(out, old, reused=True)
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def phase(name: str, since: float) -> float:
+        phases[name] = round(time.perf_counter() - since, 2)
+        return time.perf_counter()
+
     ids, texts, dups = scan_ids_and_text(root, data)
     if dups and data.validation == "strict":
         raise ValidationError([_dup_problem(str(root), s) for s in sorted(dups)])
+    t = phase("scan", t0)
     out.mkdir(parents=True, exist_ok=True)
     tok_fp = build_tokenizer(data, texts, info.num_types, out / "tokenizer")
-    print(f"prepare: {len(ids)} sequences, tokenizer {tok_fp}", flush=True)
+    t = phase("tokenizer", t)
+    print(f"prepare: {len(ids)} sequences, tokenizer {tok_fp} ({phases})", flush=True)
 
     ctx_args = {
         "data": data,
@@ -353,17 +385,29 @@ def run_prepare(
         "duplicate_ids": dups,
     }
 
-    def process(batch: pa.Table) -> pa.Table:
-        return process_table(batch, _worker_context(ctx_args), source=f"{root}/{SEQUENCES_DIR}")
+    def process(units: pa.Table) -> pa.Table:
+        ctx = _worker_context(ctx_args)
+        out = []
+        for file, group in zip(units["file"].to_pylist(), units["row_group"].to_pylist(),
+                               strict=True):  # fmt: skip
+            table = pq.ParquetFile(file).read_row_group(group)
+            for start in range(0, table.num_rows, batch_size):  # bounded work per call
+                out.append(process_table(table.slice(start, batch_size), ctx, source=file))
+        return pa.concat_tables(out)
 
     ray_ctx = ray.data.DataContext.get_current()
     ray_ctx.execution_options.preserve_order = True
-    files = [str(p) for p in sequence_files(root)]
-    cpus = max(1, int(ray.available_resources().get("CPU", 1)))
-    # Tasks (fused with the read), not an actor pool: nothing holds a CPU between batches, so
-    # one CPU suffices, and every CPU Ray gives the job runs read+process.
-    ds = ray.data.read_parquet(files, override_num_blocks=max(len(files), cpus))
-    processed = ds.map_batches(process, batch_size=batch_size, batch_format="pyarrow").materialize()
+    # One task per Parquet row group (mmtpp writes 32 sequences per group): tasks start at
+    # once on every CPU Ray gives the job, stay small enough to keep them all busy to the
+    # end, and a worker reuses its context (tokenizer) from task to task.
+    units = [
+        {"file": str(f), "row_group": g}
+        for f in sequence_files(root)
+        for g in range(pq.ParquetFile(f).num_row_groups)
+    ]
+    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    processed = ds.map_batches(process, batch_size=1, batch_format="pyarrow").materialize()
+    t = phase("process", t)
 
     counts: Counter[tuple[str, str]] = Counter()
     tokens: Counter[tuple[str, str]] = Counter()
@@ -399,6 +443,7 @@ def run_prepare(
     if quarantined:
         (out / "quarantine.json").write_text(json.dumps(quarantined, indent=1))
 
+    t = phase("write", t)
     stats = token_stats(out, data)
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -422,6 +467,7 @@ def run_prepare(
         "token_stats": stats,
         "config": config.to_dict(),
         "seconds": round(time.perf_counter() - t0, 2),
+        "phase_seconds": phases,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return PrepareResult(out, manifest, reused=False)

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from mmtpp.compression import CompressionStats, compression_stats
 from mmtpp.events import EventSequence, ImageRef, read_info, read_sequences
 from mmtpp.images import ImageSpec, image_size
 from mmtpp.templates import EventTokens, Renderer
 from mmtpp.tokens import TokenIds, train_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DEFAULT_DELTAS = (0.0, 0.05, 0.1, 0.2, 0.5)
 

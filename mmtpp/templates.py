@@ -16,14 +16,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
 
 from mmtpp.compression import Direction, similar_mask
 from mmtpp.events import EventSequence, ImageRef
 from mmtpp.timecodec import ByteTokenCodec
 from mmtpp.tokens import TASKS, TokenIds, encode_texts
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 # <|start_of_event|> + time (1+4+1) + type (1+1+1) + <|end_of_event|>

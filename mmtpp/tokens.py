@@ -17,10 +17,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers is imported where a function needs it: data workers don't
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 # Qwen2.5-VL's own tokens that we rely on (ids come from the tokenizer, never hard-coded).
 EOS = "<|endoftext|>"
@@ -95,7 +98,9 @@ class TokenIds:
         return int(self.type_ids.size)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, num_types: int) -> TokenIds:
+    def from_tokenizer(
+        cls, tokenizer: PreTrainedTokenizerBase | Tokenizer, num_types: int
+    ) -> TokenIds:
         vocab = tokenizer.get_vocab()
         missing = [t for t in (*QWEN_CONTROL_TOKENS, *mmtpp_tokens(num_types)) if t not in vocab]
         if missing:
@@ -154,6 +159,8 @@ def train_tokenizer(
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer=trainer)
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token=EOS,
@@ -203,7 +210,19 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist")
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def load_backend(path: str | Path) -> Tokenizer:
+    """The ``tokenizers`` tokenizer of a directory saved by ``save_pretrained``: the same ids
+    as ``load_tokenizer(path)`` for encoding and the vocabulary, without importing
+    transformers (data-preparation workers start seconds faster)."""
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist (not a fast-tokenizer directory)")
+    return Tokenizer.from_file(str(file))
 
 
 def fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -212,9 +231,12 @@ def fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
 
-def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    """Token ids of many texts at once, without special tokens (fast path of ``tokenizers``)."""
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase | Tokenizer, texts: list[str]
+) -> list[list[int]]:
+    """Token ids of many texts at once, without special tokens (fast path of ``tokenizers``:
+    no character offsets are computed)."""
     if not texts:
         return []
-    backend = tokenizer.backend_tokenizer
-    return [enc.ids for enc in backend.encode_batch(texts, add_special_tokens=False)]
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return [enc.ids for enc in backend.encode_batch_fast(texts, add_special_tokens=False)]

@@ -78,3 +78,17 @@ def test_spec_checks():
         ImageSpec(min_pixels=10)
     with pytest.raises(ValueError, match="max_pixels"):
         ImageSpec(max_pixels=56 * 56 - 1)
+
+
+def test_qwen_resize_is_the_processors_rule():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    from mmtpp.images import qwen_resize
+
+    bounds = [(56 * 56, 14 * 14 * 4 * 1280), (56 * 56, 112 * 112), (28 * 28, 28 * 28 * 4)]
+    for lo, hi in bounds:
+        for h in [*range(1, 120, 7), 200, 333, 1000, 2049]:
+            for w in [*range(1, 120, 11), 201, 640, 3001]:
+                if max(h, w) / min(h, w) > 200:
+                    continue
+                assert qwen_resize(h, w, 28, lo, hi) == smart_resize(h, w, 28, lo, hi), (h, w)

@@ -125,3 +125,13 @@ def test_run_prepare_end_to_end(ray_local, dataset, tmp_path):
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     assert second.manifest["rows"] == m["rows"]
+
+
+def test_data_workers_import_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, mmtpp.prepare; "
+            "print(sorted({'torch', 'transformers'} & set(sys.modules)))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # they start seconds faster (README, Benchmarks)

@@ -5,8 +5,10 @@ from conftest import NUM_TYPES, sample_texts
 from mmtpp.tokens import (
     QWEN_CONTROL_TOKENS,
     TokenIds,
+    encode_texts,
     extend_tokenizer,
     fingerprint,
+    load_backend,
     load_tokenizer,
     mmtpp_tokens,
     train_tokenizer,
@@ -69,3 +71,24 @@ def test_extend_refuses_a_non_qwen_tokenizer(tiny_tokenizer, tmp_path):
     with pytest.raises(ValueError, match=r"not a Qwen2\.5-VL tokenizer"):
         extend_tokenizer(plain, 2)
     assert set(QWEN_CONTROL_TOKENS) <= set(tiny_tokenizer.get_vocab())
+
+
+@pytest.mark.parametrize("kind", ["trained", "qwen"])
+def test_backend_tokenizer_matches_the_transformers_one(kind, tiny_tokenizer, qwen_tokenizer_dir,
+                                                        tmp_path):  # fmt: skip
+    if kind == "trained":
+        tiny_tokenizer.save_pretrained(tmp_path)
+        path = tmp_path
+    else:
+        qwen = load_tokenizer(qwen_tokenizer_dir)
+        extend_tokenizer(qwen, NUM_TYPES)
+        qwen.save_pretrained(tmp_path)
+        path = tmp_path
+    full, backend = load_tokenizer(path), load_backend(path)
+    texts = [*sample_texts(50), "Ünïcode – 東京 <|similar_event|> 3.5 km", " lead space"]
+    assert encode_texts(backend, texts) == encode_texts(full, texts)
+    a, b = TokenIds.from_tokenizer(backend, NUM_TYPES), TokenIds.from_tokenizer(full, NUM_TYPES)
+    for name in vars(a):  # arrays, ints and the task-id dict
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    with pytest.raises(FileNotFoundError, match=r"tokenizer\.json"):
+        load_backend(tmp_path / "nowhere")
