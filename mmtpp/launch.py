@@ -11,7 +11,6 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from mmtpp.config import Config, describe, load_config
 
@@ -66,21 +65,3 @@ def run_job(description: str, body: Callable[[Config, argparse.Namespace], int |
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)
-
-
-def read_parquet_files(files: list[str], **kwargs: Any):
-    """``ray.data.read_parquet`` over an explicit file list, with the file-list reader.
-
-    Ray Data's default Parquet reader lists files in a separate task that asks for a whole
-    CPU (not configurable) and hands the work on in few blocks; on a small machine that CPU
-    is not free next to training workers or a Tune trial, and ``override_num_blocks`` does
-    not spread preparation over the CPUs. The file-list reader has neither problem.
-    """
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    listing_reader, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
-    try:
-        return ray.data.read_parquet(files, **kwargs)
-    finally:
-        ctx.use_datasource_v2 = listing_reader

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from mmtpp.config import Config, ModelConfig, TrainConfig
-from mmtpp.launch import read_parquet_files
 
 STATE_FILE = "train_state.json"
 DATA_CPUS = 0.25  # per Ray Data read task feeding the workers
@@ -299,6 +298,26 @@ def _rows(prepared: Path, stage: int, split: str) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def _read_shards(files: list[str]):
+    """The shards as a Ray dataset whose every task takes ``DATA_CPUS``.
+
+    Ray Data's default Parquet reader lists files in a separate task that asks for a whole
+    CPU (not configurable); next to the workers (and a Tune trial) on a small machine that
+    CPU is never free and training waits forever. The file-list reader has no such task.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    listing_reader, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(
+            files, columns=["input_ids", "prompt_length", "images"],
+            ray_remote_args={"num_cpus": DATA_CPUS},
+        )  # fmt: skip
+    finally:
+        ctx.use_datasource_v2 = listing_reader
+
+
 def run_training(
     config: Config, stage: int, prepared_dir: str | Path, callbacks: list | None = None
 ) -> TrainResult:
@@ -322,10 +341,7 @@ def run_training(
     for split in ("train", "val"):
         files = sorted(str(p) for p in (prepared / f"stage{stage}" / split).glob("*.parquet"))
         if files:
-            datasets[split] = read_parquet_files(
-                files, columns=["input_ids", "prompt_length", "images"],
-                ray_remote_args={"num_cpus": DATA_CPUS},
-            )  # fmt: skip
+            datasets[split] = _read_shards(files)
     if "train" not in datasets:
         raise FileNotFoundError(f"{prepared}/stage{stage}/train: no prepared rows; run prepare")
     rows = _rows(prepared, stage, "train") // config.train.num_workers
