@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,16 +39,20 @@ def load(concurrency: int, requests: int, timeout: float) -> dict:
     url = f"http://127.0.0.1:{PORT}/v1/predict"
     latencies, errors = [], 0
 
+    # One client for all threads: kept-alive connections, so the load generator spends its
+    # share of the 2 CPUs on requests rather than on TLS contexts and TCP handshakes.
+    client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=concurrency))
+
     def one(i: int) -> float | None:
         t0 = time.perf_counter()
         try:
-            r = httpx.post(url, json=body(20, i), timeout=timeout)
+            r = client.post(url, json=body(20, i))
             return time.perf_counter() - t0 if r.status_code == 200 else None
         except httpx.HTTPError:
             return None
 
     t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(concurrency) as pool:
+    with client, cf.ThreadPoolExecutor(concurrency) as pool:
         for lat in pool.map(one, range(requests)):
             if lat is None:
                 errors += 1
@@ -61,26 +67,35 @@ def load(concurrency: int, requests: int, timeout: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="trained model directory")
-    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--replica-cpus", type=float, default=os.cpu_count() or 1,
+                        help="CPUs (torch threads) of the one replica; default: all")  # fmt: skip
     args = parser.parse_args()
     import ray
     from ray import serve
 
-    from serve.app import build_app, wait_until_healthy
+    from serve.app import MMTPPServer, ServerConfig, wait_until_healthy
 
-    ray.init(num_cpus=2, log_to_driver=False,
+    ray.init(num_cpus=max(2, math.ceil(args.replica_cpus)), log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     results = {}
     for batching, size in (("off", 1), ("on", 32)):
-        app = build_app({"model_dir": args.model, "max_batch_size": size,
-                         "batch_wait_timeout_s": 0.05})  # fmt: skip
+        config = ServerConfig(model_dir=args.model, max_batch_size=size,
+                              batch_wait_timeout_s=0.05)  # fmt: skip
+        # Both settings run one replica on --replica-cpus CPUs (its torch threads) and admit
+        # the same 64 requests (serve/config.yaml): with fewer, the unbatched replica would
+        # also pay the router's back-off at concurrency 32.
+        deployment = MMTPPServer.options(
+            max_ongoing_requests=64, ray_actor_options={"num_cpus": args.replica_cpus}
+        )
+        app = deployment.bind(config.model_dump())  # fmt: skip
         serve.run(app, name="bench", route_prefix="/")
         wait_until_healthy(f"http://127.0.0.1:{PORT}")
         load(4, 8, args.timeout)  # warm-up
         for concurrency in (1, 8, 32):
-            requests = min(args.requests, 16) if concurrency == 1 else args.requests
+            requests = min(args.requests, 64) if concurrency == 1 else args.requests
             results[(batching, concurrency)] = load(concurrency, requests, args.timeout)
         serve.delete("bench")
     serve.shutdown()

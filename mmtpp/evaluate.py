@@ -34,7 +34,7 @@ from mmtpp.hawkes import HawkesParams, bayes_predictions
 from mmtpp.predict import DecodeOptions, Predictor, Prompt
 from mmtpp.prepare import split_of
 from mmtpp.stats import DEFAULT_DELTAS
-from mmtpp.templates import RESPONSE_LENGTH
+from mmtpp.templates import SHORT_RESPONSE_ROOM
 from mmtpp.timecodec import float32_interval_width
 from mmtpp.tokens import TASKS
 
@@ -181,7 +181,7 @@ def ppl_by_history(
         for length in lengths:
             nll = tokens = events = prompt_tokens = 0.0
             for task in ("time", "type"):
-                room = predictor.budget - RESPONSE_LENGTH[task]
+                room = predictor.budget - SHORT_RESPONSE_ROOM
                 for i in range(0, len(targets), batch_size):
                     chunk = targets[i : i + batch_size]
                     prompts = [

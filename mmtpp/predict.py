@@ -16,12 +16,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mmtpp.events import EventSequence
 from mmtpp.images import ImageSpec, read_bytes
 from mmtpp.model import collate, image_processor, load_trained
 from mmtpp.stats import image_token_counter
-from mmtpp.templates import RESPONSE_LENGTH, EventTokens, Parsed, Parser, Renderer
+from mmtpp.templates import (
+    RESPONSE_LENGTH,
+    SHORT_RESPONSE_ROOM,
+    EventTokens,
+    Parsed,
+    Parser,
+    Renderer,
+)
 from mmtpp.tokens import TASKS, TokenIds
 
 TIME_MODES = ("greedy", "mean", "median")
@@ -84,11 +92,18 @@ class Predictor:
     # --- prompts ------------------------------------------------------------------------
 
     def prompts(
-        self, histories: Sequence[EventSequence], task: str, options: DecodeOptions
+        self,
+        histories: Sequence[EventSequence],
+        task: str,
+        options: DecodeOptions,
+        ets: Sequence[EventTokens] | None = None,
     ) -> list[Prompt]:
-        """Prompts that ask for the event after each history."""
-        ets = self.renderer.event_tokens(histories, self.count_image_tokens)
-        room = self.budget - RESPONSE_LENGTH.get(task, options.max_text_tokens + 3)
+        """Prompts that ask for the event after each history (``ets``: their tokens, if
+        already computed)."""
+        if ets is None:
+            ets = self.renderer.event_tokens(histories, self.count_image_tokens)
+        reserve = SHORT_RESPONSE_ROOM if task in RESPONSE_LENGTH else options.max_text_tokens + 3
+        room = self.budget - reserve
         delta = self.delta if options.compress else 0.0
         return [
             self.prompt_for(seq, et, len(et), task, delta, room)
@@ -118,19 +133,20 @@ class Predictor:
 
     # --- generation -----------------------------------------------------------------------
 
-    @torch.no_grad()
-    def generate(
-        self, prompts: Sequence[Prompt], task: str, options: DecodeOptions
-    ) -> list[list[Parsed]]:
-        """Generate and parse responses: one Parsed per sample for each prompt."""
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        rows = [{"input_ids": p.input_ids, "images": p.images} for p in prompts]
+    def _batch(self, prompts: Sequence[Prompt], drop_last: bool = False):
+        """Left-padded model inputs for prompts (without their last token if ``drop_last``)."""
+        rows = [
+            {"input_ids": p.input_ids[:-1] if drop_last else p.input_ids, "images": p.images}
+            for p in prompts
+        ]
         batch = collate(rows, self.processor, self.ids.eos, self.ids.image_pad, self.spec)
         batch = _left_pad(batch)
         batch.pop("labels")
+        return batch
+
+    def _generate(self, batch: dict, task: str, options: DecodeOptions, **kwargs) -> list:
+        """Generated token ids after the batch's prompts (``num_return_sequences`` per row)."""
         sample = task == "time" and options.time_mode != "greedy"
-        n = options.samples if sample else 1
         out = self.model.generate(
             **batch,
             max_new_tokens=RESPONSE_LENGTH.get(task, options.max_text_tokens + 3),
@@ -138,13 +154,58 @@ class Predictor:
             temperature=options.temperature if sample else None,
             top_p=None,
             top_k=None,
-            num_return_sequences=n,
+            num_return_sequences=options.samples if sample else 1,
             pad_token_id=self.ids.eos,
             eos_token_id=self.ids.eos,
+            **kwargs,
         )
-        generated = out[:, batch["input_ids"].shape[1] :].tolist()
-        parsed = [self.parser.parse(task, g) for g in generated]
+        return out[:, batch["input_ids"].shape[1] :].tolist()
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[Prompt], task: str, options: DecodeOptions
+    ) -> list[list[Parsed]]:
+        """Generate and parse responses: one Parsed per sample for each prompt."""
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        n = options.samples if task == "time" and options.time_mode != "greedy" else 1
+        parsed = [
+            self.parser.parse(task, g) for g in self._generate(self._batch(prompts), task, options)
+        ]
         return [parsed[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    @torch.no_grad()
+    def generate_shared(
+        self, prompts_by_task: dict[str, Sequence[Prompt]], options: DecodeOptions
+    ) -> dict[str, list[list[Parsed]]]:
+        """Greedy responses for tasks whose prompts share their history (they differ only in
+        the final task token): the history is encoded once, and every task continues from
+        its key/value cache, which is cut back to the history after each task."""
+        tasks = list(prompts_by_task)
+        first = prompts_by_task[tasks[0]]
+        batch = self._batch(first, drop_last=True)
+        # A one-token generation encodes the history, images included, and sets the
+        # model's multimodal position offsets that the continuations rely on.
+        prefill = self.model.generate(
+            **batch, max_new_tokens=1, do_sample=False, top_p=None, top_k=None,
+            pad_token_id=self.ids.eos, return_dict_in_generate=True,
+        )  # fmt: skip
+        cache = prefill.cache
+        history = cache.get_seq_length()
+        rows = len(first)
+        out = {}
+        for task in tasks:
+            cont = {
+                "input_ids": torch.cat(
+                    [batch["input_ids"], torch.full((rows, 1), self.ids.task_ids[task])], 1
+                ),
+                "attention_mask": F.pad(batch["attention_mask"], (0, 1), value=1),
+                "mm_token_type_ids": F.pad(batch["mm_token_type_ids"], (0, 1), value=0),
+            }
+            generated = self._generate(cont, task, options, cache=cache)
+            cache.crop(history - cache.get_seq_length())
+            out[task] = [[self.parser.parse(task, g)] for g in generated]
+        return out
 
     @torch.no_grad()
     def response_log_probs(
@@ -182,7 +243,12 @@ class Predictor:
         options: DecodeOptions,
         prompts_by_task: dict[str, Sequence[Prompt]] | None = None,
     ) -> list[Prediction]:
-        """Predictions for prepared prompts (``prompts_by_task`` when they differ per task)."""
+        """Predictions for prepared prompts (``prompts_by_task`` when they differ per task).
+
+        Greedy tasks whose prompts share the history of every row are answered from one
+        encoding of that history (``generate_shared``); the others each from their own.
+        """
+        by_task = {task: (prompts_by_task or {}).get(task, prompts) for task in tasks}
         preds = [
             Prediction(
                 history_events=p.history_events,
@@ -191,11 +257,23 @@ class Predictor:
             )
             for p in prompts
         ]
+        groups: list[list[str]] = []  # greedy tasks with the same histories
         for task in tasks:
-            task_prompts = (prompts_by_task or {}).get(task, prompts)
-            for pred, samples in zip(
-                preds, self.generate(task_prompts, task, options), strict=True
-            ):
+            if task == "time" and options.time_mode != "greedy":
+                continue
+            group = next((g for g in groups if _same_history(by_task[g[0]], by_task[task])), None)
+            if group is None:
+                groups.append([task])
+            else:
+                group.append(task)
+        responses: dict[str, list[list[Parsed]]] = {}
+        for group in groups:
+            if len(group) > 1:
+                responses.update(self.generate_shared({t: by_task[t] for t in group}, options))
+        for task in tasks:
+            if task not in responses:
+                responses[task] = self.generate(by_task[task], task, options)
+            for pred, samples in zip(preds, responses[task], strict=True):
                 value, reason = _aggregate(task, samples, options)
                 if reason is not None:
                     pred.invalid[task] = reason
@@ -214,9 +292,18 @@ class Predictor:
         out: list[Prediction] = []
         for i in range(0, len(histories), batch_size):
             chunk = histories[i : i + batch_size]
-            by_task = {task: self.prompts(chunk, task, options) for task in tasks}
+            ets = self.renderer.event_tokens(chunk, self.count_image_tokens)
+            by_task = {task: self.prompts(chunk, task, options, ets) for task in tasks}
             out.extend(self.predict_prompts(by_task[tasks[0]], tasks, options, by_task))
         return out
+
+
+def _same_history(a: Sequence[Prompt], b: Sequence[Prompt]) -> bool:
+    """Whether, row by row, two tasks' prompts differ at most in their final (task) token."""
+    return all(
+        x.input_ids[:-1] == y.input_ids[:-1] and x.images == y.images
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def _left_pad(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -34,6 +34,9 @@ FIXED_EVENT_TOKENS = 11
 TEXT_WRAP = 2
 IMAGE_WRAP = 2
 RESPONSE_LENGTH = {"time": 7, "type": 4}  # incl. the closing <|endoftext|>
+# Tokens a time or type prompt leaves for its response: the longer of the two, so that a
+# target's time and type prompts show the same history (encoded once at inference).
+SHORT_RESPONSE_ROOM = max(RESPONSE_LENGTH.values())
 
 ImageTokenCount = Callable[[ImageRef], int]
 
@@ -357,8 +360,9 @@ class Renderer:
     ) -> dict[str, Example]:
         """The stage-2 examples of one target, one per task that has a response.
 
-        Tasks differ only in their response length, so their history windows mostly
-        coincide: each distinct window is rendered once and shared.
+        The time and type prompts show the same history window (``SHORT_RESPONSE_ROOM``);
+        the text prompt's differs when its longer response pushes the window start. Each
+        distinct window is rendered once and shared.
         """
         histories: dict[int, np.ndarray] = {}
         out = {}
@@ -371,7 +375,8 @@ class Renderer:
                     f"sequence {et.seq_id!r}, event {target}: {task} response of {resp.size} "
                     f"tokens does not fit the budget {budget}"
                 )
-            start, mask = self.history_window(et, target, delta, budget - resp.size - 1)
+            room = SHORT_RESPONSE_ROOM if task in RESPONSE_LENGTH else resp.size
+            start, mask = self.history_window(et, target, delta, budget - room - 1)
             if start not in histories:
                 histories[start] = self.render(et, start, target, mask)
             history = histories[start]

@@ -92,3 +92,21 @@ def test_prompt_for_bounds_the_history(predictor):
     short = p.prompt_for(seq, et, len(seq) - 1, "type", 0.0, 500, max_events=3)
     assert short.history_events == 3 and short.compressed_events == 0
     assert p.prompt_for(seq, et, len(seq) - 1, "type", 0.0, 500).history_events > 3
+
+
+def test_tasks_sharing_a_history_encode_it_once_with_the_same_predictions(predictor, monkeypatch):
+    p, seqs = predictor
+    options = DecodeOptions(max_text_tokens=6)
+    time_prompts, type_prompts = (p.prompts(seqs, t, options) for t in ("time", "type"))
+    assert [a.input_ids[:-1] for a in time_prompts] == [b.input_ids[:-1] for b in type_prompts]
+    assert any(a.images for a in time_prompts)  # the shared encoding carries images
+    alone = {t: p.predict(seqs, [t], options) for t in ("time", "type", "text")}
+    calls = []
+    shared = p.generate_shared
+    monkeypatch.setattr(p, "generate_shared", lambda by_task, o: calls.append(list(by_task))
+                        or shared(by_task, o))  # fmt: skip
+    together = p.predict(seqs, ["time", "type", "text"], options)
+    assert calls and set(calls[0]) >= {"time", "type"}
+    for task, preds in alone.items():
+        assert [getattr(x, task) for x in together] == [getattr(x, task) for x in preds]
+        assert [x.invalid.get(task) for x in together] == [x.invalid.get(task) for x in preds]

@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from mmtpp.compression import similar_mask
 from mmtpp.events import EventSequence
-from mmtpp.templates import IGNORE_INDEX, MALFORMED, NOT_A_TYPE, Parser, Renderer
+from mmtpp.templates import (
+    IGNORE_INDEX,
+    MALFORMED,
+    NOT_A_TYPE,
+    SHORT_RESPONSE_ROOM,
+    Parser,
+    Renderer,
+)
 from mmtpp.timecodec import WRONG_LENGTH, encode
 from mmtpp.tokens import TokenIds, extend_tokenizer, load_tokenizer
 
@@ -135,9 +142,24 @@ def test_stage2_examples(tiny_tokenizer, task, delta):
         parsed = parser.parse(task, ex.input_ids[ex.prompt_length :])
         assert parsed.valid and parsed.value == expected
         # without compression the window is the longest that fits: one more event would not
+        # (time and type prompts leave room for the longer of their two responses)
         if delta == 0 and ex.start > 0:
             longer = r.render(et, ex.start - 1, target)
-            assert longer.size + 1 + ex.input_ids.size - ex.prompt_length > budget
+            response = ex.input_ids.size - ex.prompt_length
+            room = SHORT_RESPONSE_ROOM if task in ("time", "type") else response
+            assert longer.size + 1 + room > budget
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.2])
+def test_time_and_type_prompts_of_a_target_show_the_same_history(tiny_tokenizer, delta):
+    r = renderer_for(tiny_tokenizer)
+    et = r.event_tokens([long_sequence()], lambda ref: IMAGE_TOKENS)[0]
+    for target in range(1, 200, 7):
+        ex = r.examples(et, target, ["time", "type"], delta, 256)
+        time, type_ = ex["time"], ex["type"]
+        assert time.start == type_.start and time.prompt_length == type_.prompt_length
+        assert (time.input_ids[: time.prompt_length - 1]
+                == type_.input_ids[: type_.prompt_length - 1]).all()  # fmt: skip
 
 
 def test_backward_compression_keeps_the_most_recent_event(tiny_tokenizer):
