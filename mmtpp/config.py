@@ -155,6 +155,11 @@ class TrainConfig:
     warmup_steps: int = _help("linear warm-up steps, then cosine decay to 10%", 10)
     weight_decay: float = _help("AdamW weight decay", 0.0)
     grad_clip: float = _help("gradient norm clipping (0 = off)", 1.0)
+    loss_average: str = _help(
+        "stage-2 loss: 'example' (mean over each response, then over examples: every task "
+        "weighs the same) or 'token' (mean over all response tokens)",
+        "example",
+    )
     zero_stage: int = _help("DeepSpeed ZeRO stage: 0, 1, 2 or 3", 2)
     offload: bool = _help("ZeRO-3: offload parameters and optimizer states to CPU", False)
     log_every: int = _help("report loss, lr and tokens/s every N optimizer steps", 10)
@@ -177,11 +182,19 @@ class TrainConfig:
             raise ValueError("train: num_workers, micro_batch and grad_accum must be >= 1")
         if self.offload and self.zero_stage != 3:
             raise ValueError("train.offload needs zero_stage=3")
+        if self.loss_average not in ("example", "token"):
+            raise ValueError(
+                f"train.loss_average must be example or token, got {self.loss_average!r}"
+            )
 
 
 @dataclass
 class EvalConfig:
-    time_mode: str = _help("next gap: 'greedy', or 'mean'/'median' of sampled byte tokens", "mean")
+    time_mode: str = _help(
+        "next gap: 'greedy', 'expected' (the model's conditional mean from its byte "
+        "probabilities), or 'mean'/'median' of sampled byte tokens",
+        "mean",
+    )
     samples: int = _help("samples for time_mode mean/median", 8)
     max_text_tokens: int = _help("longest generated text", 48)
     max_per_task: int = _help("test targets per task (0 = all prepared)", 0)
@@ -193,8 +206,8 @@ class EvalConfig:
     ppl_targets: int = _help("test targets scored per point of that curve (0 = no curve)", 48)
 
     def __post_init__(self) -> None:
-        if self.time_mode not in ("greedy", "mean", "median"):
-            raise ValueError("eval.time_mode must be greedy, mean or median")
+        if self.time_mode not in ("greedy", "expected", "mean", "median"):
+            raise ValueError("eval.time_mode must be greedy, expected, mean or median")
 
 
 @dataclass

@@ -261,7 +261,15 @@ def evaluate(
         invalid = Counter(p.invalid[task] for p in preds if task in p.invalid)
         results["targets"][task] = len(task_rows)
         results["invalid"][task] = dict(invalid)
-        last_gaps = np.array([sequences[r["seq_id"]].gaps[r["target"] - 1] for r in task_rows])
+        # the previous event's gap (time) or type (type): the "last" baselines
+        previous = np.array(
+            [
+                getattr(sequences[r["seq_id"]], "gaps" if task == "time" else "type")[
+                    r["target"] - 1
+                ]
+                for r in task_rows
+            ]
+        )
         results[task] = _score(
             task,
             task_rows,
@@ -272,7 +280,7 @@ def evaluate(
             bayes,
             info.num_types,
             curves,
-            last_gaps,
+            previous,
         )
     results["likelihood"] = likelihoods(predictor, rows, bayes, batch_size)
     defaults = EvalConfig()
@@ -299,7 +307,7 @@ def evaluate(
     return results
 
 
-def _score(task, rows, preds, mean_gap, median_gap, majority, bayes, num_types, curves, last_gaps):
+def _score(task, rows, preds, mean_gap, median_gap, majority, bayes, num_types, curves, previous):
     valid = [i for i, p in enumerate(preds) if task not in p.invalid]
     res: dict[str, Any] = {"valid": len(valid), "total": len(rows)}
     if task == "text":
@@ -319,7 +327,7 @@ def _score(task, rows, preds, mean_gap, median_gap, majority, bayes, num_types, 
         idx = [rows[i]["target"] - 1 for i in valid]
     if task == "time":
         model = np.array([preds[i].time for i in valid], dtype=float)
-        last = last_gaps[valid]
+        last = previous[valid]
         res["model"] = {"rmse": rmse(model, true), "mae": mae(model, true)}
         res["last_gap"] = {"rmse": rmse(last, true), "mae": mae(last, true)}
         res["mean_gap"] = {
@@ -352,6 +360,10 @@ def _score(task, rows, preds, mean_gap, median_gap, majority, bayes, num_types, 
         res["majority"] = {
             "accuracy": accuracy(np.full_like(all_true, majority), all_true),
             "macro_f1": macro_f1(np.full_like(all_true, majority), all_true, num_types),
+        }
+        res["last_type"] = {
+            "accuracy": accuracy(previous, all_true),
+            "macro_f1": macro_f1(previous, all_true, num_types),
         }
         curves["type"] = (all_true, model)
         if has_bayes:
@@ -402,7 +414,8 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(_row("time MAE", t["model"]["mae"], base, b.get("mae"), t.get("mae_captured")))
     if y:
         b = y.get("bayes", {})
-        base = f"majority {_fmt(y['majority']['accuracy'])}"
+        base = (f"majority {_fmt(y['majority']['accuracy'])}, "
+                f"last type {_fmt(y['last_type']['accuracy'])}")  # fmt: skip
         lines.append(
             _row(
                 "type accuracy",
@@ -412,7 +425,8 @@ def format_table(r: dict[str, Any]) -> str:
                 y.get("accuracy_captured"),
             )
         )
-        base = f"majority {_fmt(y['majority']['macro_f1'])}"
+        base = (f"majority {_fmt(y['majority']['macro_f1'])}, "
+                f"last type {_fmt(y['last_type']['macro_f1'])}")  # fmt: skip
         lines.append(_row("type macro-F1", y["model"]["macro_f1"], base, b.get("macro_f1"), None))
     if x:
         lines.append(_row("text ROUGE-L", x.get("rouge_l"), "", None, None))

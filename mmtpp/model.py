@@ -68,9 +68,16 @@ def tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5
             "rope_theta": 1e6,
             "mrope_section": _mrope_section(head_dim),
         },
+        # Weights ~ N(0, 1/hidden): with the default 0.02 and tied embeddings, a frozen
+        # token row can never get a logit above ~2.5 (|row| * |normed hidden|), so no token
+        # LoRA cannot retrain (text, <|endoftext|>) could be predicted with confidence.
+        "initializer_range": cfg.hidden_size**-0.5,
         "bos_token_id": eos,
         "eos_token_id": eos,
-        "pad_token_id": eos,
+        # No padding row: Qwen2's embedding would zero the pad (= eos) row, and with tied
+        # embeddings and that row frozen under LoRA, the eos logit would be stuck at 0 and
+        # every response's closing <|endoftext|> unlearnable. Padding is masked anyway.
+        "pad_token_id": None,
     }
     vision = {
         "depth": cfg.vision_depth,
@@ -100,6 +107,9 @@ def image_processor(spec: ImageSpec) -> Qwen2VLImageProcessorPil:
     return Qwen2VLImageProcessorPil(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
 
 
+TINY_RECIPE = "mmtpp_tiny_recipe.json"  # what a tiny base was built from
+
+
 def materialize_base(
     cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path
 ) -> Path:
@@ -113,13 +123,17 @@ def materialize_base(
             )
         return Path(cfg.base)
     out = Path(out_dir)
-    if (out / "config.json").is_file():
-        return out
+    config = tiny_config(cfg, tokenizer)
+    recipe = json.dumps({"seed": cfg.seed, "config": config.to_diff_dict()}, sort_keys=True)
+    built = out / TINY_RECIPE
+    if (out / "config.json").is_file() and built.is_file() and built.read_text() == recipe:
+        return out  # built before from the same recipe
     torch.manual_seed(cfg.seed)
-    model = Qwen2_5_VLForConditionalGeneration(tiny_config(cfg, tokenizer))
+    model = Qwen2_5_VLForConditionalGeneration(config)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    (out / TINY_RECIPE).write_text(recipe)
     return out
 
 

@@ -8,31 +8,15 @@ from. The evaluation, the last step, always runs and rewrites the report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from mmtpp.config import Config
-from mmtpp.train import MODEL_SUBDIR, stage_dir
+from mmtpp.train import MODEL_SUBDIR, stage_dir, stage_fingerprint
 
 DONE = "done.json"
-
-
-def _stage_fingerprint(config: Config, stage: int, prepared_fp: str) -> str:
-    parts = {
-        "prepared": prepared_fp,
-        "model": vars(config.model),
-        "lora": vars(config.lora),
-        "train": config.to_dict()["train"],
-        "stage": stage,
-    }
-    if stage == 2:
-        done = stage_dir(config, 1) / DONE
-        parts["stage1"] = json.loads(done.read_text())["fingerprint"] if done.is_file() else None
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def run_pipeline(config: Config) -> dict[str, Any]:
@@ -48,7 +32,7 @@ def run_pipeline(config: Config) -> dict[str, Any]:
     timings["prepare"] = time.perf_counter() - t0
     for stage in (1, 2):
         t = time.perf_counter()
-        fp = _stage_fingerprint(config, stage, prepared.manifest["fingerprint"])
+        fp = stage_fingerprint(config, stage, prepared.manifest["fingerprint"])
         done = stage_dir(config, stage) / DONE
         if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp:
             print(f"stage {stage}: already trained ({done}), skipping", flush=True)

@@ -13,6 +13,7 @@ group resumes from the last one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -96,6 +97,28 @@ def _save_model(engine, tokenizer, out: Path, meta: dict, zero_stage: int, rank:
                 save_trained(engine.module, tokenizer, out, meta)
     elif rank == 0:
         save_trained(engine.module, tokenizer, out, meta)
+
+
+def example_mean_loss(logits, labels):
+    """Next-token cross-entropy averaged over each row's labelled tokens, then over rows.
+
+    Every stage-2 example then weighs the same whatever its response length: averaged over
+    tokens instead, a type response (one informative token in four) would get a few percent
+    of the gradient next to text responses of dozens of tokens, and type prediction would
+    not be learnt.
+    """
+    import torch.nn.functional as F
+
+    from mmtpp.templates import IGNORE_INDEX
+
+    targets = labels[:, 1:]
+    ce = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+        reduction="none",
+    )  # fmt: skip
+    mask = targets != IGNORE_INDEX
+    per_row = (ce * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return per_row[mask.any(1)].mean()
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -213,6 +236,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         return mean_across(total_loss, n)
 
     engine.train()
+    per_example = stage == 2 and config.train.loss_average == "example"
     done = False
     window_loss, window_tokens, window_start = [], 0, time.perf_counter()
     while state["epoch"] < settings.epochs and not done:
@@ -228,7 +252,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if micro < skip:
                 continue  # resume at the same data position within the epoch
             inputs = collate(batch.to_pylist(), processor, pad_id, image_token_id, spec)
-            loss = engine(**inputs).loss
+            if per_example:
+                labels = inputs.pop("labels")
+                loss = example_mean_loss(engine(**inputs).logits, labels)
+            else:
+                loss = engine(**inputs).loss
             engine.backward(loss)
             engine.step()
             window_loss.append(loss.item())
@@ -298,6 +326,27 @@ def _rows(prepared: Path, stage: int, split: str) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def stage_fingerprint(config: Config, stage: int, prepared_fp: str) -> str:
+    """What training a stage depends on: the prepared data, the model, LoRA and training
+    settings and, for stage 2, the stage-1 adapter it continues from."""
+    parts: dict[str, Any] = {
+        "prepared": prepared_fp,
+        "model": vars(config.model),
+        "lora": vars(config.lora),
+        "train": config.to_dict()["train"],
+        "stage": stage,
+    }
+    if stage == 2:
+        adapter = stage_dir(config, 1) / MODEL_SUBDIR
+        h = hashlib.sha256()
+        for f in sorted(adapter.rglob("*")) if adapter.is_dir() else []:
+            if f.is_file():
+                h.update(f.relative_to(adapter).as_posix().encode() + f.read_bytes())
+        parts["stage1"] = h.hexdigest() if adapter.is_dir() else None
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def _read_shards(files: list[str]):
     """The shards as a Ray dataset whose every task takes ``DATA_CPUS``.
 
@@ -356,6 +405,8 @@ def run_training(
             flush=True,
         )
     storage = t.storage_path or str(output / "ray_results")
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    fingerprint = stage_fingerprint(config, stage, manifest["fingerprint"])
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -371,7 +422,9 @@ def run_training(
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
         ),
         run_config=ray.train.RunConfig(
-            name=f"{output.name}-stage{stage}",
+            # One run name per fingerprint: Ray Train resumes a run of the same name from its
+            # last checkpoint (after a crash), which must never be a run on other inputs.
+            name=f"{output.name}-stage{stage}-{fingerprint}",
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),

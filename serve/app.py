@@ -57,7 +57,7 @@ class EventIn(BaseModel):
 
 class DecodeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    time_mode: Literal["greedy", "mean", "median"] = "greedy"
+    time_mode: Literal["greedy", "expected", "mean", "median"] = "greedy"
     samples: int = Field(8, ge=1, le=32)
     max_text_tokens: int = Field(48, ge=1, le=256)
     compress: bool = True

@@ -28,11 +28,13 @@ def test_table_shows_every_figure():
                  "rmse_captured": 0.83, "mae_captured": 0.83, "rmse_ratio_to_bayes": 1.11},
         "type": {"model": {"accuracy": 0.5, "macro_f1": 0.4},
                  "majority": {"accuracy": 0.25, "macro_f1": 0.1},
+                 "last_type": {"accuracy": 0.52, "macro_f1": 0.45},
                  "bayes": {"accuracy": 0.55, "macro_f1": 0.5}, "accuracy_gap_to_bayes": 0.05,
                  "accuracy_captured": 0.83},
     }  # fmt: skip
     table = format_table(results)
     assert "| time RMSE | 2.0000 | mean gap 3.0000, last gap 4.0000 | 1.8000 | 83% |" in table
+    assert "| type accuracy | 0.5000 | majority 0.2500, last type 0.5200 | 0.5500 | 83% |" in table
     assert "time: 1/10" in table and "= 1.110" in table and "5.0 points" in table
 
 
@@ -41,3 +43,17 @@ def test_table_when_no_time_prediction_is_valid():
                "time": {"valid": 0, "total": 4}}  # fmt: skip
     table = format_table(results)
     assert "no valid prediction of 4" in table and "time: 4/4" in table
+
+
+def test_type_scores_include_the_last_type_baseline():
+    from mmtpp.evaluate import _score
+    from mmtpp.predict import Prediction
+
+    rows = [{"true_type": t, "seq_id": "s", "target": i + 1} for i, t in enumerate([0, 1, 1, 2])]
+    preds = [Prediction(type=1), Prediction(type=1), Prediction(invalid={"type": "malformed"}),
+             Prediction(type=2)]  # fmt: skip
+    previous = np.array([0, 0, 1, 1])  # the type of the event before each target
+    res = _score("type", rows, preds, 0.0, 0.0, 1, {}, 3, {}, previous)
+    assert res["model"]["accuracy"] == 0.5  # 1 and 2 right; the invalid one counts wrong
+    assert res["majority"]["accuracy"] == 0.5 and res["last_type"]["accuracy"] == 0.5
+    assert res["valid"] == 3

@@ -89,3 +89,41 @@ def test_qwen_checkpoint_dir_with_real_ids(setup, qwen_tokenizer_dir, tmp_path):
     model = load_base(path, cfg.model, tok)
     assert model.config.image_token_id == 151655
     assert model.get_input_embeddings().num_embeddings >= len(tok) > 151657
+
+
+def test_lora_on_the_tiny_base_can_fit_every_response_token(setup):
+    # A zeroed <|endoftext|> row (Qwen2's padding_idx) or 0.02-scale tied embeddings cap the
+    # logit of every frozen token row: its loss would stay above ~4 nats whatever LoRA does.
+    _tmp, cfg, tokenizer, base, rows = setup
+    torch.manual_seed(0)
+    peft = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
+                    added_token_ids(tokenizer, NUM_TYPES))  # fmt: skip
+    examples = [r for r in rows if r["kind"] == "stage2" and r["task"] == "time"][:2]
+    batch = batch_of(examples, tokenizer, peft)
+    labels = batch.pop("labels")
+    opt = torch.optim.Adam([p for p in peft.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(30):
+        logits = peft(**batch).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+        )
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    per_token = loss[labels[:, 1:] != -100]
+    assert (labels[:, 1:] == tokenizer.eos_token_id).sum() == len(examples)
+    assert per_token.max() < 0.5, per_token
+
+
+def test_tiny_base_is_rebuilt_when_its_recipe_changes(setup, tmp_path):
+    _, cfg, tokenizer, _, _ = setup
+    path = materialize_base(cfg.model, tokenizer, tmp_path / "base")
+    stamp = (path / "config.json").stat().st_mtime_ns
+    assert materialize_base(cfg.model, tokenizer, path) == path
+    assert (path / "config.json").stat().st_mtime_ns == stamp  # same recipe: reused
+    cfg.model.seed += 1
+    try:
+        materialize_base(cfg.model, tokenizer, path)
+    finally:
+        cfg.model.seed -= 1
+    assert (path / "config.json").stat().st_mtime_ns != stamp

@@ -110,3 +110,34 @@ def test_tasks_sharing_a_history_encode_it_once_with_the_same_predictions(predic
     for task, preds in alone.items():
         assert [getattr(x, task) for x in together] == [getattr(x, task) for x in preds]
         assert [x.invalid.get(task) for x in together] == [x.invalid.get(task) for x in preds]
+
+
+def test_byte_distributions_are_the_teacher_forced_probabilities(predictor):
+    p, seqs = predictor
+    prompts = p.prompts(seqs[:3], "time", DecodeOptions())
+    first, p_first, p_second = p.byte_distributions(prompts, top=4)
+    assert first.shape == (3, 4) and p_second.shape == (3, 4, 256)
+    assert (np.diff(p_first, axis=1) <= 0).all()  # the most probable first bytes, in order
+    for row, prompt in enumerate(prompts):
+        for j in (0, 3):
+            b1 = int(first[row, j])
+            for b2 in (0, 77, 255):
+                response = [p.ids.time_start, int(p.ids.byte_ids[b1]), int(p.ids.byte_ids[b2])]
+                lp = p.response_log_probs([prompt], [response])[0]
+                assert np.exp(lp[1]) == pytest.approx(p_first[row, j], rel=1e-3, abs=1e-7)
+                assert np.exp(lp[2]) == pytest.approx(p_second[row, j, b2], rel=1e-3, abs=1e-7)
+
+
+def test_expected_time_weighs_values_by_byte_probabilities(predictor, monkeypatch):
+    p, _ = predictor
+    first = np.array([[63, 64, 0xBF], [0x7F, 63, 64]])  # 1.x, 2.x, negative | inf/nan, ...
+    p_first = np.array([[0.5, 0.3, 0.1], [0.6, 0.0, 0.0]])  # the rest: non-byte tokens
+    p_second = np.zeros((2, 3, 256))
+    p_second[0, 0, 0x80] = p_second[0, 1, 0x00] = p_second[0, 2, 0x80] = 1.0
+    p_second[1, 0, 0x80] = 1.0  # 0x7F80.... is +inf or NaN: no weight
+    monkeypatch.setattr(p, "byte_distributions", lambda prompts: (first, p_first, p_second))
+    got = p.expected_times([None, None])
+    # 1.0 and 2.0, 5:3 (the unknown last two bytes at mid-range: × (1 + 2^-8)); the negative
+    # gap is left out
+    assert got[0].value == pytest.approx((0.5 * 1.0 + 0.3 * 2.0) / 0.8 * (1 + 2**-8), rel=1e-6)
+    assert not got[1].valid and got[1].reason == "not_a_byte_token"

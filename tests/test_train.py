@@ -5,7 +5,7 @@ import pytest
 from conftest import make_dataset
 
 from mmtpp.config import load_config
-from mmtpp.train import deepspeed_config, lr_lambda
+from mmtpp.train import deepspeed_config, example_mean_loss, lr_lambda
 
 
 def test_deepspeed_config_follows_ours():
@@ -22,6 +22,25 @@ def test_deepspeed_config_follows_ours():
     assert ds["gradient_clipping"] == 1.0
     with pytest.raises(ValueError, match="offload needs zero_stage=3"):
         load_config(overrides=["train.offload=true"])
+    with pytest.raises(ValueError, match="loss_average must be example or token"):
+        load_config(overrides=["train.loss_average=row"])
+
+
+def test_example_mean_loss_weighs_every_example_the_same():
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 7)
+    labels = torch.tensor([[-100, -100, -100, 2, -100],  # one labelled token
+                           [-100, 1, 4, 6, 3],           # four
+                           [-100, -100, -100, -100, -100]])  # none: left out  # fmt: skip
+    ce = [F.cross_entropy(logits[r, :-1], labels[r, 1:], ignore_index=-100, reduction="none")
+          for r in range(2)]  # fmt: skip
+    want = (ce[0][labels[0, 1:] != -100].mean() + ce[1][labels[1, 1:] != -100].mean()) / 2
+    torch.testing.assert_close(example_mean_loss(logits, labels), want)
+    token_mean = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100)
+    assert not torch.isclose(example_mean_loss(logits, labels), token_mean)
 
 
 def test_lr_schedule_warms_up_then_decays():
