@@ -77,8 +77,9 @@ def rouge_l(preds: list[str], refs: list[str]) -> float:
 
 
 def captured(model: float, baseline: float, optimal: float) -> float | None:
-    """Fraction of the baseline → Bayes-optimal improvement the model captures."""
-    if abs(baseline - optimal) < 1e-12:
+    """Fraction of the baseline → Bayes-optimal improvement the model captures; None when
+    the baseline is within 1% of the optimum (the fraction would be noise over a tiny gap)."""
+    if abs(baseline - optimal) <= 0.01 * abs(baseline):
         return None
     return float((baseline - model) / (baseline - optimal))
 

@@ -17,6 +17,7 @@ def test_metrics_against_hand_computed_values():
     assert rouge_l(["a b c d"], ["a c d e"]) == pytest.approx(0.75)
     assert captured(model=5.0, baseline=6.0, optimal=4.0) == 0.5
     assert captured(1.0, 2.0, 2.0) is None
+    assert captured(3.0, 2.03, 2.024) is None  # a 0.3% gap: no meaningful fraction
 
 
 def test_table_shows_every_figure():
