@@ -263,13 +263,9 @@ def evaluate(
         results["targets"][task] = len(task_rows)
         results["invalid"][task] = dict(invalid)
         # the previous event's gap (time) or type (type): the "last" baselines
+        column = "gaps" if task == "time" else "type"
         previous = np.array(
-            [
-                getattr(sequences[r["seq_id"]], "gaps" if task == "time" else "type")[
-                    r["target"] - 1
-                ]
-                for r in task_rows
-            ]
+            [getattr(sequences[r["seq_id"]], column)[r["target"] - 1] for r in task_rows]
         )
         results[task] = _score(
             task,

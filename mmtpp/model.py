@@ -68,9 +68,9 @@ def tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5
             "rope_theta": 1e6,
             "mrope_section": _mrope_section(head_dim),
         },
-        # Weights ~ N(0, 1/hidden): with the default 0.02 and tied embeddings, a frozen
-        # token row can never get a logit above ~2.5 (|row| * |normed hidden|), so no token
-        # LoRA cannot retrain (text, <|endoftext|>) could be predicted with confidence.
+        # Weights ~ N(0, 1/hidden): at the default 0.02, with tied embeddings, a token row
+        # LoRA does not train (text, <|endoftext|>) can never get a logit above ~2.5
+        # (|row| x |normed hidden|), so such a token could never be predicted confidently.
         "initializer_range": cfg.hidden_size**-0.5,
         "bos_token_id": eos,
         "eos_token_id": eos,

@@ -199,13 +199,7 @@ class Predictor:
         rows = len(first)
         out = {}
         for task in tasks:
-            cont = {
-                "input_ids": torch.cat(
-                    [batch["input_ids"], torch.full((rows, 1), self.ids.task_ids[task])], 1
-                ),
-                "attention_mask": F.pad(batch["attention_mask"], (0, 1), value=1),
-                "mm_token_type_ids": F.pad(batch["mm_token_type_ids"], (0, 1), value=0),
-            }
+            cont = _append(batch, torch.full((rows, 1), self.ids.task_ids[task]))
             generated = self._generate(cont, task, options, cache=cache)
             cache.crop(history - cache.get_seq_length())
             out[task] = [[self.parser.parse(task, g)] for g in generated]
@@ -225,11 +219,7 @@ class Predictor:
         batch = self._batch(prompts)
         rows = len(prompts)
         byte_ids = torch.as_tensor(self.ids.byte_ids)
-        batch["input_ids"] = torch.cat(
-            [batch["input_ids"], torch.full((rows, 1), self.ids.time_start)], 1
-        )
-        batch["attention_mask"] = F.pad(batch["attention_mask"], (0, 1), value=1)
-        batch["mm_token_type_ids"] = F.pad(batch["mm_token_type_ids"], (0, 1), value=0)
+        batch.update(_append(batch, torch.full((rows, 1), self.ids.time_start)))
         step = {"max_new_tokens": 1, "do_sample": False, "top_p": None, "top_k": None,
                 "pad_token_id": self.ids.eos, "output_logits": True,
                 "return_dict_in_generate": True}  # fmt: skip
@@ -241,13 +231,9 @@ class Predictor:
         cache.batch_repeat_interleave(top)
         model = self.model.model
         model.rope_deltas = model.rope_deltas.repeat_interleave(top, 0)
-        cont = {
-            key: batch[key].repeat_interleave(top, 0)
-            for key in ("input_ids", "attention_mask", "mm_token_type_ids")
-        }
-        cont["input_ids"] = torch.cat([cont["input_ids"], byte_ids[first.reshape(-1, 1)]], 1)
-        cont["attention_mask"] = F.pad(cont["attention_mask"], (0, 1), value=1)
-        cont["mm_token_type_ids"] = F.pad(cont["mm_token_type_ids"], (0, 1), value=0)
+        repeated = {key: t.repeat_interleave(top, 0) for key, t in batch.items()
+                    if key in ("input_ids", "attention_mask", "mm_token_type_ids")}  # fmt: skip
+        cont = _append(repeated, byte_ids[first.reshape(-1, 1)])
         out = self.model.generate(**cont, **step, cache=cache)
         p2 = torch.softmax(out.logits[0].float(), -1)[:, byte_ids].reshape(rows, top, 256)
         return first.numpy(), p_first.numpy(), p2.numpy()
@@ -370,6 +356,16 @@ class Predictor:
             by_task = {task: self.prompts(chunk, task, options, ets) for task in tasks}
             out.extend(self.predict_prompts(by_task[tasks[0]], tasks, options, by_task))
         return out
+
+
+def _append(batch: dict[str, torch.Tensor], column: torch.Tensor) -> dict:
+    """The text inputs of a batch with one more attended text token per row (``column``,
+    [rows, 1]). Images are left out: a continuation of a cache never re-encodes them."""
+    return {
+        "input_ids": torch.cat([batch["input_ids"], column], 1),
+        "attention_mask": F.pad(batch["attention_mask"], (0, 1), value=1),
+        "mm_token_type_ids": F.pad(batch["mm_token_type_ids"], (0, 1), value=0),
+    }
 
 
 def _same_history(a: Sequence[Prompt], b: Sequence[Prompt]) -> bool:
