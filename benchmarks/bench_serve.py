@@ -90,7 +90,7 @@ def main() -> None:
         deployment = MMTPPServer.options(
             max_ongoing_requests=64, ray_actor_options={"num_cpus": args.replica_cpus}
         )
-        app = deployment.bind(config.model_dump())  # fmt: skip
+        app = deployment.bind(config.model_dump())
         serve.run(app, name="bench", route_prefix="/")
         wait_until_healthy(f"http://127.0.0.1:{PORT}")
         load(4, 8, args.timeout)  # warm-up
