@@ -45,6 +45,10 @@ class DecodeOptions:
     max_text_tokens: int = 48
     compress: bool = True
 
+    def response_length(self, task: str) -> int:
+        """Most tokens a response to ``task`` takes (text: wrappers and <|endoftext|> too)."""
+        return RESPONSE_LENGTH.get(task, self.max_text_tokens + 3)
+
     def __post_init__(self) -> None:
         if self.time_mode not in TIME_MODES:
             raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
@@ -104,7 +108,7 @@ class Predictor:
         already computed)."""
         if ets is None:
             ets = self.renderer.event_tokens(histories, self.count_image_tokens)
-        reserve = SHORT_RESPONSE_ROOM if task in RESPONSE_LENGTH else options.max_text_tokens + 3
+        reserve = SHORT_RESPONSE_ROOM if task in RESPONSE_LENGTH else options.response_length(task)
         room = self.budget - reserve
         delta = self.delta if options.compress else 0.0
         return [
@@ -151,7 +155,7 @@ class Predictor:
         sample = task == "time" and options.time_mode != "greedy"
         out = self.model.generate(
             **batch,
-            max_new_tokens=RESPONSE_LENGTH.get(task, options.max_text_tokens + 3),
+            max_new_tokens=options.response_length(task),
             do_sample=sample,
             temperature=options.temperature if sample else None,
             top_p=None,

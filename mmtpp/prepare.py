@@ -387,13 +387,13 @@ def run_prepare(
 
     def process(units: pa.Table) -> pa.Table:
         ctx = _worker_context(ctx_args)
-        out = []
+        tables = []
         for file, group in zip(units["file"].to_pylist(), units["row_group"].to_pylist(),
                                strict=True):  # fmt: skip
             table = pq.ParquetFile(file).read_row_group(group)
             for start in range(0, table.num_rows, batch_size):  # bounded work per call
-                out.append(process_table(table.slice(start, batch_size), ctx, source=file))
-        return pa.concat_tables(out)
+                tables.append(process_table(table.slice(start, batch_size), ctx, source=file))
+        return pa.concat_tables(tables)
 
     ray_ctx = ray.data.DataContext.get_current()
     ray_ctx.execution_options.preserve_order = True
