@@ -6,6 +6,11 @@ The dataset is the synthetic generator's (text, no images, so the figures are ab
 pipeline rather than PNG decoding). The plain loop does the same work event by event in
 Python: a per-event codec and compression scan, per-text tokenizer calls, and each stage-2
 prompt rendered event by event.
+
+"N CPUs" means the job has N cores: each Ray run is told ``num_cpus=N`` and all its processes
+(driver, raylet, Ray Data's helper actors, workers) are pinned to the first N cores, as on a
+machine with N CPUs. ``--no-pin`` only sets ``num_cpus``: on a 2-core machine the 1-CPU run
+then still has the second core for Ray's own processes.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CHILD = """
-import sys, time, ray
+import os, sys, time, ray
+if sys.argv[4] == "pin":  # every process of the job (Ray's own too) on the first N cores
+    os.sched_setaffinity(0, range(int(sys.argv[3])))
 from mmtpp.config import load_config
 from mmtpp.prepare import run_prepare
 ray.init(num_cpus=int(sys.argv[3]), include_dashboard=False, log_to_driver=False)
-cfg = load_config(overrides=sys.argv[4:])
+cfg = load_config(overrides=sys.argv[5:])
 t0 = time.perf_counter()
 m = run_prepare(cfg, sys.argv[1], sys.argv[2], batch_size=8).manifest
 print("PHASES", m["phase_seconds"])
@@ -94,7 +101,12 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=800)
     parser.add_argument("--budget", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3, help="runs per CPU count (best kept)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="only tell Ray num_cpus=N; its own processes may use every core")  # fmt: skip
     args = parser.parse_args()
+    pin = "nopin" if args.no_pin or not hasattr(os, "sched_setaffinity") else "pin"
+    if pin == "pin" and (os.cpu_count() or 1) < 2:
+        raise SystemExit("pinning to 1 and 2 cores needs a machine with 2 cores (or --no-pin)")
     from mmtpp.config import load_config
     from mmtpp.events import read_sequences
     from mmtpp.sources.synthetic import SynthConfig, synthesize
@@ -114,14 +126,15 @@ def main() -> None:
         for rep in range(args.repeats):  # a fresh local Ray each time; the best run counts
             out = work / f"out{cpus}_{rep}"
             proc = subprocess.run(
-                [sys.executable, "-c", CHILD, str(data), str(out), str(cpus), *overrides],
+                [sys.executable, "-c", CHILD, str(data), str(out), str(cpus), pin, *overrides],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             runs.append((float(proc.stdout.split("SECONDS")[-1]),
                          proc.stdout.split("PHASES")[-1].split("\n")[0].strip()))  # fmt: skip
         seconds[cpus], phases[cpus] = min(runs)
+    where = "every process pinned to N cores" if pin == "pin" else "Ray told num_cpus=N only"
     print(f"{events} events in {args.sequences} sequences, budget {args.budget}, text only; "
-          f"best of {args.repeats} runs")  # fmt: skip
+          f"best of {args.repeats} runs; {where}")  # fmt: skip
     print(f"{'':<28}{'seconds':>9}{'events/s':>12}")
     print(f"{'plain loop (1 process)':<28}{loop_s:>9.1f}{events / loop_s:>12,.0f}")
     for cpus, s in seconds.items():

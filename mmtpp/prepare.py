@@ -8,8 +8,8 @@ prompt + response) for sampled targets → one output table whose ``kind`` colum
 each row is.
 
 ``run_prepare`` makes one Ray Data row per Parquet row group of the dataset, runs
-``map_batches`` over them on every CPU Ray gives it (each task reads its row group and
-calls ``process_table`` on slices of ``batch_size`` sequences), and writes one Parquet
+``map_batches`` over them on a pool of one actor per CPU Ray gives it (each reads its row
+groups and calls ``process_table`` on slices of ``batch_size`` sequences), and writes one Parquet
 dataset per kind and split plus ``manifest.json``. Data-preparation workers import neither
 torch nor transformers. Work is bounded per batch (a long sequence yields several windows,
 each rendered on its own), outputs are deterministic for a config, and a run whose inputs,
@@ -259,15 +259,24 @@ def process_table(table: pa.Table, ctx: PrepareContext, source: str = "<batch>")
     return rows.table()
 
 
-_CONTEXTS: dict[str, PrepareContext] = {}
+class RowGroupProcessor:
+    """Ray Data actor: reads the row groups it is given and turns them into output rows,
+    ``batch_size`` sequences per ``process_table`` call (bounded work), with one
+    PrepareContext (tokenizer) for its whole life."""
 
+    def __init__(self, ctx_args: dict[str, Any], batch_size: int):
+        self.ctx = PrepareContext(**ctx_args)
+        self.batch_size = batch_size
 
-def _worker_context(args: dict[str, Any]) -> PrepareContext:
-    """One PrepareContext (tokenizer loaded once) per worker process and run."""
-    key = json.dumps({k: str(v) for k, v in args.items()}, sort_keys=True)
-    if key not in _CONTEXTS:
-        _CONTEXTS[key] = PrepareContext(**args)
-    return _CONTEXTS[key]
+    def __call__(self, units: pa.Table) -> pa.Table:
+        tables = []
+        for file, group in zip(units["file"].to_pylist(), units["row_group"].to_pylist(),
+                               strict=True):  # fmt: skip
+            table = pq.ParquetFile(file).read_row_group(group)
+            for start in range(0, table.num_rows, self.batch_size):
+                chunk = table.slice(start, self.batch_size)
+                tables.append(process_table(chunk, self.ctx, source=file))
+        return pa.concat_tables(tables)
 
 
 def _dup_problem(source: str, seq_id: str) -> Problem:
@@ -385,28 +394,25 @@ def run_prepare(
         "duplicate_ids": dups,
     }
 
-    def process(units: pa.Table) -> pa.Table:
-        ctx = _worker_context(ctx_args)
-        tables = []
-        for file, group in zip(units["file"].to_pylist(), units["row_group"].to_pylist(),
-                               strict=True):  # fmt: skip
-            table = pq.ParquetFile(file).read_row_group(group)
-            for start in range(0, table.num_rows, batch_size):  # bounded work per call
-                tables.append(process_table(table.slice(start, batch_size), ctx, source=file))
-        return pa.concat_tables(tables)
-
     ray_ctx = ray.data.DataContext.get_current()
     ray_ctx.execution_options.preserve_order = True
-    # One task per Parquet row group (mmtpp writes 32 sequences per group): tasks start at
-    # once on every CPU Ray gives the job, stay small enough to keep them all busy to the
-    # end, and a worker reuses its context (tokenizer) from task to task.
+    # One unit of work per Parquet row group (mmtpp writes 32 sequences per group), spread
+    # over a pool of one actor per CPU of the cluster: the actors start together and keep
+    # their tokenizer, where Ray Data's tasks on a small cluster ran one at a time.
     units = [
         {"file": str(f), "row_group": g}
         for f in sequence_files(root)
         for g in range(pq.ParquetFile(f).num_row_groups)
     ]
+    workers = max(1, min(len(units), int(ray.cluster_resources().get("CPU", 1))))
     ds = ray.data.from_items(units, override_num_blocks=len(units))
-    processed = ds.map_batches(process, batch_size=1, batch_format="pyarrow").materialize()
+    processed = ds.map_batches(
+        RowGroupProcessor,
+        fn_constructor_kwargs={"ctx_args": ctx_args, "batch_size": batch_size},
+        batch_size=1,
+        batch_format="pyarrow",
+        concurrency=workers,
+    ).materialize()
     t = phase("process", t)
 
     counts: Counter[tuple[str, str]] = Counter()
