@@ -101,8 +101,9 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=800)
     parser.add_argument("--budget", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3, help="runs per CPU count (best kept)")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="only tell Ray num_cpus=N; its own processes may use every core")  # fmt: skip
+    parser.add_argument(
+        "--no-pin", action="store_true", help="only set num_cpus=N; Ray may use every core"
+    )
     args = parser.parse_args()
     pin = "nopin" if args.no_pin or not hasattr(os, "sched_setaffinity") else "pin"
     if pin == "pin" and (os.cpu_count() or 1) < 2:
