@@ -160,10 +160,13 @@ def test_token_is_required_except_for_health(server):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_concurrent_requests_are_batched(server):
-    before = httpx.get(f"{URL}/v1/metrics", headers=HEADERS).json()["batch_sizes"]
+    metrics_before = httpx.get(f"{URL}/v1/metrics", headers=HEADERS).json()
+    before = metrics_before["batch_sizes"]
     with cf.ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: post(history(6, image=False)).status_code, range(16)))
     assert codes == [200] * 16
-    after = httpx.get(f"{URL}/v1/metrics", headers=HEADERS).json()["batch_sizes"]
+    metrics = httpx.get(f"{URL}/v1/metrics", headers=HEADERS).json()
+    after = metrics["batch_sizes"]
     grown = {int(k): v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
     assert max(grown) > 1, after
+    assert metrics["model_seconds"] > metrics_before["model_seconds"]
