@@ -141,3 +141,18 @@ def test_expected_time_weighs_values_by_byte_probabilities(predictor, monkeypatc
     # gap is left out
     assert got[0].value == pytest.approx((0.5 * 1.0 + 0.3 * 2.0) / 0.8 * (1 + 2**-8), rel=1e-6)
     assert not got[1].valid and got[1].reason == "not_a_byte_token"
+
+
+def test_expected_time_ignores_a_far_exponent(predictor, monkeypatch):
+    p, _ = predictor
+    # 0x42 (32..128), 0x41, 0x43 form one run; 0x66 (~1e23) is a stray far exponent whose
+    # 1% would otherwise make the mean ~1e21
+    first = np.array([[0x42, 0x41, 0x66, 0x43]])
+    p_first = np.array([[0.5, 0.3, 0.01, 0.19]])
+    p_second = np.zeros((1, 4, 256))
+    p_second[0, :, 0x00] = 1.0
+    monkeypatch.setattr(p, "byte_distributions", lambda prompts: (first, p_first, p_second))
+    (got,) = p.expected_times([None])
+    values = [32.0, 8.0, 128.0]  # 0x42000000, 0x41000000, 0x43000000
+    mean = (0.5 * values[0] + 0.3 * values[1] + 0.19 * values[2]) / 0.99 * (1 + 2**-8)
+    assert got.value == pytest.approx(mean, rel=1e-6)
