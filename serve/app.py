@@ -5,9 +5,10 @@
 
 POST /v1/predict takes a history of events and the tasks to run, and returns the next event.
 Concurrent requests are batched dynamically (``@serve.batch``) into one ``mmtpp.predict``
-call; the batch sizes are counted at GET /v1/metrics. Every endpoint but /healthz requires
-``Authorization: Bearer <token>`` when a token is configured (``token`` or the environment
-variable named by ``token_env``). This module only wires HTTP to ``mmtpp.predict``.
+call; batch sizes and seconds in model calls are counted at GET /v1/metrics. Every
+endpoint but /healthz requires ``Authorization: Bearer <token>`` when a token is configured
+(``token`` or the environment variable named by ``token_env``). This module only wires HTTP
+to ``mmtpp.predict``.
 """
 
 import base64
