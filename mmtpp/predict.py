@@ -167,6 +167,13 @@ class Predictor:
         )
         return out[:, batch["input_ids"].shape[1] :].tolist()
 
+    def _one_step(self, batch: dict, **kwargs):
+        """One greedy token after the batch's inputs, as a generate output (``.cache``)."""
+        return self.model.generate(
+            **batch, max_new_tokens=1, do_sample=False, top_p=None, top_k=None,
+            pad_token_id=self.ids.eos, return_dict_in_generate=True, **kwargs,
+        )  # fmt: skip
+
     @torch.no_grad()
     def generate(
         self, prompts: Sequence[Prompt], task: str, options: DecodeOptions
@@ -194,11 +201,7 @@ class Predictor:
         batch = self._batch(first, drop_last=True)
         # A one-token generation encodes the history, images included, and sets the
         # model's multimodal position offsets that the continuations rely on.
-        prefill = self.model.generate(
-            **batch, max_new_tokens=1, do_sample=False, top_p=None, top_k=None,
-            pad_token_id=self.ids.eos, return_dict_in_generate=True,
-        )  # fmt: skip
-        cache = prefill.cache
+        cache = self._one_step(batch).cache
         history = cache.get_seq_length()
         rows = len(first)
         out = {}
@@ -224,10 +227,7 @@ class Predictor:
         rows = len(prompts)
         byte_ids = torch.as_tensor(self.ids.byte_ids)
         batch.update(_append(batch, torch.full((rows, 1), self.ids.time_start)))
-        step = {"max_new_tokens": 1, "do_sample": False, "top_p": None, "top_k": None,
-                "pad_token_id": self.ids.eos, "output_logits": True,
-                "return_dict_in_generate": True}  # fmt: skip
-        out = self.model.generate(**batch, **step)
+        out = self._one_step(batch, output_logits=True)
         p1 = torch.softmax(out.logits[0].float(), -1)[:, byte_ids]  # [B, 256]
         p_first, first = p1.topk(top, dim=1)
         # Continue every (prompt, first byte) pair from the same cache, rows repeated.
@@ -238,7 +238,7 @@ class Predictor:
         repeated = {key: t.repeat_interleave(top, 0) for key, t in batch.items()
                     if key in ("input_ids", "attention_mask", "mm_token_type_ids")}  # fmt: skip
         cont = _append(repeated, byte_ids[first.reshape(-1, 1)])
-        out = self.model.generate(**cont, **step, cache=cache)
+        out = self._one_step(cont, output_logits=True, cache=cache)
         p2 = torch.softmax(out.logits[0].float(), -1)[:, byte_ids].reshape(rows, top, 256)
         return first.numpy(), p_first.numpy(), p2.numpy()
 
