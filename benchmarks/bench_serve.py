@@ -1,6 +1,6 @@
 """Ray Serve load benchmark on loopback: batching on vs off at concurrency 1, 8, 32.
 
-    python benchmarks/bench_serve.py --model runs/tiny_cpu/stage2/model [--requests 64]
+    python benchmarks/bench_serve.py --model runs/tiny_cpu/stage2/model [--dtype bfloat16]
 
 Prints throughput (requests/s), p50/p99 latency and errors for each setting. Bounded: at
 most ``--requests`` requests per setting and ``--timeout`` seconds per request.
@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--replica-cpus", type=float, default=os.cpu_count() or 1,
                         help="CPUs (torch threads) of the one replica; default: all")  # fmt: skip
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                        help="inference dtype of the replica (default: as trained)")  # fmt: skip
     args = parser.parse_args()
     import ray
     from ray import serve
@@ -83,7 +85,7 @@ def main() -> None:
     results = {}
     for batching, size in (("off", 1), ("on", 32)):
         config = ServerConfig(model_dir=args.model, max_batch_size=size,
-                              batch_wait_timeout_s=0.05)  # fmt: skip
+                              batch_wait_timeout_s=0.05, dtype=args.dtype)  # fmt: skip
         # Both settings run one replica on --replica-cpus CPUs (its torch threads) and admit
         # the same 64 requests (serve/config.yaml): with fewer, the unbatched replica would
         # also pay the router's back-off at concurrency 32.

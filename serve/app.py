@@ -43,6 +43,7 @@ class ServerConfig(BaseModel):
     image_root: str | None = None  # image paths are refused unless set (then: under it)
     token: str | None = None
     token_env: str = "MMTPP_SERVE_TOKEN"
+    dtype: Literal["float32", "bfloat16"] | None = None  # None: the dtype it was trained in
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.02
     limits: Limits = Limits()
@@ -136,7 +137,9 @@ class MMTPPServer:
 
         self.config = ServerConfig(**config)
         self.token = self.config.token or os.environ.get(self.config.token_env) or None
-        self.predictor = Predictor(self.config.model_dir, image_root=self.config.image_root)
+        self.predictor = Predictor(
+            self.config.model_dir, image_root=self.config.image_root, dtype=self.config.dtype
+        )
         self.batch_sizes: Counter[int] = Counter()
         self.requests = 0
         self.errors = 0
@@ -189,6 +192,7 @@ class MMTPPServer:
             "base_path": meta["base_path"],
             "adapter": self.config.model_dir,
             "stage": meta.get("stage"),
+            "dtype": self.predictor.dtype,
             "delta": meta["delta"],
             "budget": meta["budget"],
             "type_names": meta["type_names"],

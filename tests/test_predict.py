@@ -18,7 +18,8 @@ from mmtpp.tokens import load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
+def trained(tmp_path_factory):
+    """(model directory, image root, sequences) of an untrained adapter saved as trained."""
     tmp = tmp_path_factory.mktemp("predict")
     _, seqs = make_dataset(tmp / "ds", num_sequences=4, events=(20, 40))
     cfg = load_config(overrides=["data.budget=512"])
@@ -32,7 +33,13 @@ def predictor(tmp_path_factory):
             "type_names": [f"t{k}" for k in range(NUM_TYPES)], "delta": 0.2, "budget": 512,
             "stage": 2, "image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}  # fmt: skip
     save_trained(model, tokenizer, tmp / "model", meta)
-    return Predictor(tmp / "model", image_root=tmp / "ds"), seqs
+    return tmp / "model", tmp / "ds", seqs
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    model_dir, image_root, seqs = trained
+    return Predictor(model_dir, image_root=image_root), seqs
 
 
 def test_untrained_model_predictions_are_parsed_or_counted_invalid(predictor):
@@ -54,6 +61,26 @@ def test_predict_equals_generation_from_the_same_prompts(predictor):
     prompts = p.prompts(seqs[:2], "type", options)
     again = p.predict_prompts(prompts, ["type"], options)
     assert [(a.type, a.invalid) for a in direct] == [(b.type, b.invalid) for b in again]
+
+
+def test_bfloat16_inference_follows_the_float32_model(trained, predictor):
+    p32, seqs = predictor
+    model_dir, image_root, _ = trained
+    p16 = Predictor(model_dir, image_root=image_root, dtype="bfloat16")
+    assert (p32.dtype, p16.dtype) == ("float32", "bfloat16")
+    assert {t.dtype for t in p16.model.parameters()} == {torch.bfloat16}
+    # images included: the pixel values reach the vision tower in its dtype
+    prompts = p32.prompts(seqs[:3], "type", DecodeOptions())
+    assert any(prompt.images for prompt in prompts)
+    responses = [[p32.ids.type_start, int(p32.ids.type_ids[k])] for k in range(3)]
+    lp32 = p32.response_log_probs(prompts, responses)
+    lp16 = p16.response_log_probs(prompts, responses)
+    for a, b in zip(lp32, lp16, strict=True):
+        np.testing.assert_allclose(b, a, atol=0.1)  # bf16 keeps ~3 significant digits
+    preds = p16.predict(seqs[:3], ["time", "type"], DecodeOptions(time_mode="expected"))
+    assert all((x.type is None) == ("type" in x.invalid) for x in preds)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Predictor(model_dir, dtype="float16")
 
 
 def test_time_sampling_and_uncompressed_history(predictor):

@@ -69,7 +69,9 @@ def server(ray_local, model_dir):
     from serve.app import build_app, wait_until_healthy
 
     serve.start(http_options={"host": "127.0.0.1", "port": 8123})
+    # bfloat16: the setting that batches fastest on CPU (benchmarks/bench_serve.py)
     app = build_app({"model_dir": str(model_dir), "token": TOKEN, "max_batch_size": 8,
+                     "dtype": "bfloat16",
                      "batch_wait_timeout_s": 0.2, "limits": {"max_events": 50,
                      "max_image_bytes": 20000}})  # fmt: skip
     serve.run(app, name="mmtpp", route_prefix="/")
@@ -111,7 +113,7 @@ def test_prediction_equals_the_library(server):
                         [e["text"] for e in body["events"]],
                         [base64.b64decode(e["image"]) if e["image"] else None
                          for e in body["events"]])  # fmt: skip
-    want = Predictor(server).predict([seq], ["time", "type"], DecodeOptions())[0]
+    want = Predictor(server, dtype="bfloat16").predict([seq], ["time", "type"], DecodeOptions())[0]
     assert got["type"] == want.type and got["invalid"] == want.invalid
     assert got["time"] == pytest.approx(want.time) if want.time is not None else got["time"] is None
     assert got["type"] is not None  # a few steps teach the format
@@ -119,6 +121,7 @@ def test_prediction_equals_the_library(server):
     assert httpx.get(f"{URL}/healthz").json() == {"status": "ok"}
     info = httpx.get(f"{URL}/v1/model", headers=HEADERS).json()
     assert info["delta"] == 0.2 and len(info["type_names"]) == NUM_TYPES
+    assert info["dtype"] == "bfloat16"
     assert httpx.get(f"{URL}/openapi.json").status_code == 200
 
 
