@@ -376,6 +376,8 @@ class Predictor:
         for i in range(0, len(histories), batch_size):
             chunk = histories[i : i + batch_size]
             ets = self.renderer.event_tokens(chunk, self.count_image_tokens)
+            delta = self.delta if options.compress else 0.0
+            self.renderer.tokenize_shown(ets, delta, ["backward"])
             by_task = {task: self.prompts(chunk, task, options, ets) for task in tasks}
             out.extend(self.predict_prompts(by_task[tasks[0]], tasks, options, by_task))
         return out

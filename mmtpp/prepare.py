@@ -253,6 +253,7 @@ def process_table(table: pa.Table, ctx: PrepareContext, source: str = "<batch>")
     splits = split_of([s.seq_id for s in seqs], d.split, d.seed)
     counter = image_token_counter(ctx.root, ctx.spec)
     ets = ctx.renderer.event_tokens(seqs, counter)
+    ctx.renderer.tokenize_shown(ets, d.delta, [d.stage1_direction, d.stage2_direction])
     _stage1_rows(ets, seqs, splits, ctx, rows)
     for et, seq, split in zip(ets, seqs, splits, strict=True):
         _stage2_rows(et, seq, split, ctx, rows)

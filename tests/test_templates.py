@@ -150,6 +150,29 @@ def test_stage2_examples(tiny_tokenizer, task, delta):
             assert longer.size + 1 + room > budget
 
 
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_only_texts_shown_in_full_are_tokenized(tiny_tokenizer, direction):
+    r = renderer_for(tiny_tokenizer)
+    base = long_sequence()
+    texts = [None if t is None else f"{t} {i}" for i, t in enumerate(base.text)]  # distinct
+    seq = EventSequence("long", base.time, base.type, texts, base.image)
+    lazy, eager = r.event_tokens([seq, seq], lambda ref: IMAGE_TOKENS)
+    eager.costs()  # every text tokenized up front
+    docs = [r.stage1_documents(et, 0.2, 128, direction) for et in (lazy, eager)]
+    # the texts tokenized are exactly those the documents show
+    shown = sum(int((ids == r.ids.text_start).sum()) for *_, ids in docs[0])
+    tokenized = (lazy.text_lengths >= 0) & lazy.has_text
+    assert tokenized.sum() == shown < lazy.has_text.sum()
+    outputs = []
+    for et, et_docs in zip((lazy, eager), docs, strict=True):
+        examples = [r.examples(et, t, ["time", "text"], 0.2, 128) for t in range(1, 200, 3)]
+        outputs.append(
+            [ids.tolist() for *_, ids in et_docs]
+            + [ex.input_ids.tolist() for exs in examples for ex in exs.values()]
+        )
+    assert outputs[0] == outputs[1]
+
+
 @pytest.mark.parametrize("delta", [0.0, 0.2])
 def test_time_and_type_prompts_of_a_target_show_the_same_history(tiny_tokenizer, delta):
     r = renderer_for(tiny_tokenizer)
