@@ -9,8 +9,9 @@ each row is.
 
 ``run_prepare`` makes one Ray Data row per Parquet row group of the dataset, runs
 ``map_batches`` over them on a pool of one actor per CPU Ray gives it (each reads its row
-groups and calls ``process_table`` on slices of ``batch_size`` sequences), and writes one Parquet
-dataset per kind and split plus ``manifest.json``. Data-preparation workers import neither
+groups, calls ``process_table`` on slices of ``batch_size`` sequences and writes the unit's
+shards, ``<kind>/<split>/part-<unit>.parquet``); the driver only gathers their counts and
+writes ``manifest.json``. Data-preparation workers import neither
 torch nor transformers. Work is bounded per batch (a long sequence yields several windows,
 each rendered on its own), outputs are deterministic for a config, and a run whose inputs,
 config and code version match an existing manifest reuses it.
@@ -260,24 +261,61 @@ def process_table(table: pa.Table, ctx: PrepareContext, source: str = "<batch>")
     return rows.table()
 
 
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),  # stage1 | stage2 (a shard written) | quarantine
+        ("split", pa.string()),
+        ("rows", pa.int64()),
+        ("tokens", pa.int64()),
+        ("seq_id", pa.string()),  # quarantine only
+        ("problems", pa.string()),  # quarantine: JSON source and problems
+    ]
+)
+
+
+def write_unit(rows: pa.Table, out: Path, unit: int) -> list[dict[str, Any]]:
+    """Write one unit's output rows as ``<out>/<kind>/<split>/part-<unit>.parquet`` and
+    return what the manifest needs: rows and tokens per shard, the quarantined sequences."""
+    summary = []
+    for kind in KINDS:
+        for split in SPLITS:
+            chosen = pc.and_(pc.equal(rows["kind"], kind), pc.equal(rows["split"], split))
+            part = rows.filter(chosen)
+            if part.num_rows:
+                target = out / kind / split
+                target.mkdir(parents=True, exist_ok=True)
+                pq.write_table(part, target / f"part-{unit:05d}.parquet")
+                tokens = int(pc.sum(part["num_tokens"]).as_py() or 0)
+                summary.append({"kind": kind, "split": split, "rows": part.num_rows,
+                                "tokens": tokens})  # fmt: skip
+    quarantined = rows.filter(pc.equal(rows["kind"], "quarantine"))
+    for r in quarantined.select(["seq_id", "problems"]).to_pylist():
+        summary.append({"kind": "quarantine", "split": "", "rows": 1, "tokens": 0, **r})
+    return summary
+
+
 class RowGroupProcessor:
-    """Ray Data actor: reads the row groups it is given and turns them into output rows,
-    ``batch_size`` sequences per ``process_table`` call (bounded work), with one
+    """Ray Data actor: reads the row groups it is given, turns them into output rows
+    (``batch_size`` sequences per ``process_table`` call: bounded work) and writes each
+    unit's shards itself (``write_unit``), returning only their summary; one
     PrepareContext (tokenizer) for its whole life."""
 
-    def __init__(self, ctx_args: dict[str, Any], batch_size: int):
+    def __init__(self, ctx_args: dict[str, Any], batch_size: int, out_dir: str):
         self.ctx = PrepareContext(**ctx_args)
         self.batch_size = batch_size
+        self.out = Path(out_dir)
 
     def __call__(self, units: pa.Table) -> pa.Table:
-        tables = []
-        for file, group in zip(units["file"].to_pylist(), units["row_group"].to_pylist(),
-                               strict=True):  # fmt: skip
+        summary = []
+        for file, group, unit in zip(units["file"].to_pylist(), units["row_group"].to_pylist(),
+                                     units["unit"].to_pylist(), strict=True):  # fmt: skip
             table = pq.ParquetFile(file).read_row_group(group)
-            for start in range(0, table.num_rows, self.batch_size):
-                chunk = table.slice(start, self.batch_size)
-                tables.append(process_table(chunk, self.ctx, source=file))
-        return pa.concat_tables(tables)
+            rows = pa.concat_tables(
+                process_table(table.slice(start, self.batch_size), self.ctx, source=file)
+                for start in range(0, table.num_rows, self.batch_size)
+            )
+            summary.extend(write_unit(rows, self.out, unit))
+        return pa.Table.from_pylist(summary, schema=SUMMARY_SCHEMA)
 
 
 def _dup_problem(source: str, seq_id: str) -> Problem:
@@ -358,8 +396,6 @@ def run_prepare(
     """Prepare ``dataset_root`` into ``output_dir`` on the connected Ray cluster."""
     import ray
 
-    from mmtpp.cli import progress_printer
-
     root = Path(dataset_root).resolve()
     out = Path(output_dir)
     data = config.data
@@ -405,53 +441,37 @@ def run_prepare(
         for f in sequence_files(root)
         for g in range(pq.ParquetFile(f).num_row_groups)
     ]
+    for unit, row in enumerate(units):
+        row["unit"] = unit
+    for kind in KINDS:
+        for split in SPLITS:
+            _clear(out / kind / split)
     workers = max(1, min(len(units), int(ray.cluster_resources().get("CPU", 1))))
     ds = ray.data.from_items(units, override_num_blocks=len(units))
-    processed = ds.map_batches(
+    summary = ds.map_batches(
         RowGroupProcessor,
-        fn_constructor_kwargs={"ctx_args": ctx_args, "batch_size": batch_size},
+        fn_constructor_kwargs={"ctx_args": ctx_args, "batch_size": batch_size,
+                               "out_dir": str(out.resolve())},
         batch_size=1,
         batch_format="pyarrow",
         concurrency=workers,
-    ).materialize()
+    ).take_all()  # fmt: skip
     t = phase("process", t)
 
     counts: Counter[tuple[str, str]] = Counter()
     tokens: Counter[tuple[str, str]] = Counter()
     quarantined: list[dict] = []
-    for kind in KINDS:
-        for split in SPLITS:
-            target = out / kind / split
-            _clear(target)
-    report = progress_printer("writing")
-    written = 0
-    total_rows = processed.count()
-    shard = Counter()
-    for batch in processed.iter_batches(batch_format="pyarrow", batch_size=4096):
-        written += batch.num_rows
-        for kind in ("stage1", "stage2"):
-            for split in SPLITS:
-                part = batch.filter(
-                    pc.and_(pc.equal(batch["kind"], kind), pc.equal(batch["split"], split))
-                )
-                if part.num_rows:
-                    target = out / kind / split
-                    target.mkdir(parents=True, exist_ok=True)
-                    pq.write_table(part, target / f"part-{shard[(kind, split)]:05d}.parquet")
-                    shard[(kind, split)] += 1
-                    counts[(kind, split)] += part.num_rows
-                    tokens[(kind, split)] += int(pc.sum(part["num_tokens"]).as_py() or 0)
-        q = batch.filter(pc.equal(batch["kind"], "quarantine"))
-        quarantined.extend(
-            {"seq_id": r["seq_id"], **json.loads(r["problems"])}
-            for r in q.select(["seq_id", "problems"]).to_pylist()
-        )
-        report(written, total_rows)
+    for r in summary:
+        if r["kind"] == "quarantine":
+            quarantined.append({"seq_id": r["seq_id"], **json.loads(r["problems"])})
+        else:
+            counts[(r["kind"], r["split"])] += r["rows"]
+            tokens[(r["kind"], r["split"])] += r["tokens"]
     if quarantined:
         (out / "quarantine.json").write_text(json.dumps(quarantined, indent=1))
 
-    t = phase("write", t)
     stats = token_stats(out, data)
+    phase("stats", t)
     manifest = {
         "format_version": FORMAT_VERSION,
         "fingerprint": fp,
