@@ -109,6 +109,7 @@ class Predictor:
         self.count_image_tokens = image_token_counter(image_root, self.spec)
         self.image_root = image_root
         self.delta = float(self.meta["delta"])
+        self.direction = self.meta.get("stage2_direction", "backward")  # of the prompts
         self.budget = int(self.meta["budget"])
 
     # --- prompts ------------------------------------------------------------------------
@@ -144,7 +145,9 @@ class Predictor:
     ) -> Prompt:
         """The prompt for event ``target`` of ``seq`` (``et`` its tokens) from at most
         ``max_events`` of its history, compressed with ``delta``, in ``room`` tokens."""
-        start, mask, ids = self.renderer.prompt(et, target, task, delta, room, max_events)
+        start, mask, ids = self.renderer.prompt(
+            et, target, task, delta, room, max_events, self.direction
+        )
         kept = np.arange(start, target)[~mask]
         images = [
             read_bytes(seq.image[i], self.image_root, self.spec)
@@ -377,7 +380,7 @@ class Predictor:
             chunk = histories[i : i + batch_size]
             ets = self.renderer.event_tokens(chunk, self.count_image_tokens)
             delta = self.delta if options.compress else 0.0
-            self.renderer.tokenize_shown(ets, delta, ["backward"])
+            self.renderer.tokenize_shown(ets, delta, [self.direction])
             by_task = {task: self.prompts(chunk, task, options, ets) for task in tasks}
             out.extend(self.predict_prompts(by_task[tasks[0]], tasks, options, by_task))
         return out

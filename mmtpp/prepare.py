@@ -203,7 +203,7 @@ def _stage2_rows(et: EventTokens, seq, split: str, ctx: PrepareContext, rows: _R
     d, r = ctx.data, ctx.renderer
     count = d.eval_targets_per_sequence if split == "test" else d.targets_per_sequence
     for target in sample_targets(len(et), count, d.min_history, d.seed, et.seq_id).tolist():
-        examples = r.examples(et, target, d.tasks, d.delta, d.budget)
+        examples = r.examples(et, target, d.tasks, d.delta, d.budget, d.stage2_direction)
         for task, ex in examples.items():
             rows.add(
                 kind="stage2",

@@ -74,7 +74,7 @@ class EventTokens:
         self._lengths = np.where(self.has_text, -1, 0)  # text tokens; -1: not tokenized yet
         # tokens of each event rendered in full, text included once it is tokenized
         self._costs = FIXED_EVENT_TOKENS + np.where(image_tokens > 0, image_tokens + IMAGE_WRAP, 0)
-        self._backward: dict[float, np.ndarray] = {}
+        self._masks: dict[tuple[float, str], np.ndarray] = {}
 
     def __len__(self) -> int:
         return int(self.gaps.size)
@@ -111,17 +111,19 @@ class EventTokens:
         self.need(first + np.flatnonzero(~mask))
         return np.where(mask, 1, self._costs[first : first + mask.size])
 
-    def backward_mask(self, delta: float) -> np.ndarray:
-        """The backward compression mask of the whole sequence (read-only, cached per Δ).
+    def mask(self, delta: float, direction: Direction = "backward") -> np.ndarray:
+        """The compression mask of the whole sequence (read-only, cached per Δ and direction).
 
-        Event i < n−1 is judged against its successor only, so the mask of a prefix
-        ``[0, t)`` is this mask's first t entries with entry t−1 kept (SPEC §4).
+        An event is judged against one neighbour only — its successor in a backward scan,
+        its predecessor in a forward one — so the mask of a prefix ``[0, t)`` is this mask's
+        first t entries with entry t−1 kept (SPEC §4).
         """
-        if delta not in self._backward:
-            mask = similar_mask(self.gaps, delta, "backward")
+        key = (delta, direction)
+        if key not in self._masks:
+            mask = similar_mask(self.gaps, delta, direction)
             mask.flags.writeable = False
-            self._backward[delta] = mask
-        return self._backward[delta]
+            self._masks[key] = mask
+        return self._masks[key]
 
     def text_of(self, i: int) -> np.ndarray:
         return self.texts_of([i])
@@ -346,10 +348,11 @@ class Renderer:
         delta: float,
         budget: int,
         max_events: int | None = None,
+        direction: Direction = "backward",
     ) -> tuple[int, np.ndarray]:
-        """The most recent history ``[start, target)`` whose backward-compressed rendering
-        fits in ``budget`` tokens (and holds at most ``max_events``): returns
-        ``(start, mask)``.
+        """The most recent history ``[start, target)`` whose rendering, compressed in a scan
+        in ``direction``, fits in ``budget`` tokens (and holds at most ``max_events``):
+        returns ``(start, mask)``.
 
         The last event before the target is never compressed (SPEC §4) nor the window's
         first event (it has no neighbour inside the window).
@@ -358,7 +361,7 @@ class Renderer:
             raise ValueError(f"target {target} outside 1..{len(et)}")
         # every event costs at least one token: no window holds more than `budget` events
         first = max(0, target - max(1, budget))
-        mask = et.backward_mask(delta)[first:target].copy()
+        mask = et.mask(delta, direction)[first:target].copy()
         mask[-1] = False  # the last event before the target is kept
         costs = et.masked_costs(mask, first)
         start = target - max(1, _fit_from_end(costs, budget))
@@ -386,12 +389,13 @@ class Renderer:
         delta: float,
         budget: int,
         max_events: int | None = None,
+        direction: Direction = "backward",
     ) -> tuple[int, np.ndarray, np.ndarray]:
         """Prompt ids for predicting event ``target`` (history + task token):
         returns ``(start, mask, ids)``; ``budget`` bounds the prompt length."""
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        start, mask = self.history_window(et, target, delta, budget - 1, max_events)
+        start, mask = self.history_window(et, target, delta, budget - 1, max_events, direction)
         ids = np.append(self.render(et, start, target, mask), self.ids.task_ids[task])
         return start, mask, ids
 
@@ -411,13 +415,25 @@ class Renderer:
         return np.asarray([*body, ids.eos], dtype=np.int64)
 
     def example(
-        self, et: EventTokens, target: int, task: str, delta: float, budget: int
+        self,
+        et: EventTokens,
+        target: int,
+        task: str,
+        delta: float,
+        budget: int,
+        direction: Direction = "backward",
     ) -> Example | None:
         """A stage-2 example whose prompt + response fit in ``budget`` (None: no response)."""
-        return self.examples(et, target, [task], delta, budget).get(task)
+        return self.examples(et, target, [task], delta, budget, direction).get(task)
 
     def examples(
-        self, et: EventTokens, target: int, tasks: Sequence[str], delta: float, budget: int
+        self,
+        et: EventTokens,
+        target: int,
+        tasks: Sequence[str],
+        delta: float,
+        budget: int,
+        direction: Direction = "backward",
     ) -> dict[str, Example]:
         """The stage-2 examples of one target, one per task that has a response.
 
@@ -437,7 +453,9 @@ class Renderer:
                     f"tokens does not fit the budget {budget}"
                 )
             room = SHORT_RESPONSE_ROOM if task in RESPONSE_LENGTH else resp.size
-            start, mask = self.history_window(et, target, delta, budget - room - 1)
+            start, mask = self.history_window(
+                et, target, delta, budget - room - 1, direction=direction
+            )
             if start not in histories:
                 histories[start] = self.render(et, start, target, mask)
             history = histories[start]

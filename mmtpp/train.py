@@ -191,6 +191,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "num_types": num_types,
         "type_names": manifest["type_names"],
         "delta": config.data.delta,
+        "stage2_direction": config.data.stage2_direction,
         "budget": config.data.budget,
         "stage": stage,
         "image_min_pixels": spec.min_pixels,

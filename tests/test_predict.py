@@ -1,8 +1,12 @@
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from conftest import NUM_TYPES, make_dataset
 
+from mmtpp.compression import similar_mask
 from mmtpp.config import load_config
 from mmtpp.model import (
     add_lora,
@@ -81,6 +85,23 @@ def test_bfloat16_inference_follows_the_float32_model(trained, predictor):
     assert all((x.type is None) == ("type" in x.invalid) for x in preds)
     with pytest.raises(ValueError, match="dtype must be one of"):
         Predictor(model_dir, dtype="float16")
+
+
+def test_prompts_follow_the_training_scan_direction(trained, predictor, tmp_path):
+    backward, seqs = predictor
+    model_dir, image_root, _ = trained
+    shutil.copytree(model_dir, tmp_path / "model")
+    meta_file = tmp_path / "model" / "mmtpp_model.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()),
+                                     "stage2_direction": "forward"}))  # fmt: skip
+    forward = Predictor(tmp_path / "model", image_root=image_root)
+    assert (backward.direction, forward.direction) == ("backward", "forward")
+    for p in (backward, forward):
+        for seq, prompt in zip(seqs, p.prompts(seqs, "type", DecodeOptions()), strict=True):
+            start = len(seq) - prompt.history_events
+            mask = similar_mask(seq.gaps, p.delta, p.direction)[start:]
+            mask[[0, -1]] = False
+            assert prompt.compressed_events == mask.sum()
 
 
 def test_time_sampling_and_uncompressed_history(predictor):

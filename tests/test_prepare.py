@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_dataset
 
+from mmtpp.compression import similar_mask
 from mmtpp.config import load_config
 from mmtpp.events import sequences_to_table
 from mmtpp.prepare import (
@@ -83,6 +84,25 @@ def test_process_table_outputs(dataset, tmp_path):
         want = {"time": np.float32(r["true_gap"]), "type": r["true_type"], "text": r["true_text"]}
         assert parsed.value == want[r["task"]]
         assert r["start"] + r["events"] == r["target"]
+
+
+def test_stage2_direction_sets_the_prompt_compression(dataset, tmp_path):
+    root, _, seqs = dataset
+    table = sequences_to_table(seqs)
+    prompts = {}
+    for direction in ("backward", "forward"):
+        ctx = context(root, tmp_path / direction, budget=512, stage2_direction=direction)
+        out = process_table(table, ctx).to_pylist()
+        prompts[direction] = {(r["seq_id"], r["target"], r["task"]): r for r in out
+                              if r["kind"] == "stage2"}  # fmt: skip
+        for r in prompts[direction].values():
+            seq = next(s for s in seqs if s.seq_id == r["seq_id"])
+            mask = similar_mask(seq.gaps, ctx.data.delta, direction)[r["start"] : r["target"]]
+            mask[[0, -1]] = False  # the window's first and last events are kept
+            assert r["compressed_events"] == mask.sum()
+    assert prompts["backward"].keys() == prompts["forward"].keys()
+    assert any(prompts["backward"][k]["input_ids"] != prompts["forward"][k]["input_ids"]
+               for k in prompts["forward"])  # fmt: skip
 
 
 def test_strict_fails_naming_the_sequence_and_quarantine_keeps_count(dataset, tmp_path):

@@ -194,6 +194,9 @@ def test_backward_compression_keeps_the_most_recent_event(tiny_tokenizer):
     start, mask = r.history_window(et, 6, 0.2, 11 + 11 + 1)
     # the window opens with a full event: 11 + 1 + 11 = 23 tokens
     assert start == 3 and mask.tolist() == [False, True, False]
+    # a forward scan keeps the first event of the run instead
+    start, mask = r.history_window(et, 6, 0.2, 1000, direction="forward")
+    assert start == 0 and mask.tolist() == [False, False, True, True, True, False]
     start, mask = r.history_window(et, 6, 0.2, 1000, max_events=4)  # at most 4 events
     assert start == 2 and mask.tolist() == [False, True, True, False]
     start, mask = r.history_window(et, 6, 0.2, 11 + 11 + 1, max_events=4)  # the budget binds
