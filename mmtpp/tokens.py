@@ -138,11 +138,9 @@ def _added(token: str):
     return AddedToken(token, special=True, normalized=False)
 
 
-def train_tokenizer(
-    texts: Iterable[str], num_types: int, vocab_size: int = 2048
-) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE (Qwen's pre-tokenisation) on ``texts`` and add every special
-    token; the result saves as a standard Hugging Face tokenizer directory.
+def train_bpe(texts: Iterable[str], num_types: int, vocab_size: int = 2048) -> Tokenizer:
+    """Train a byte-level BPE (Qwen's pre-tokenisation) on ``texts`` with every special
+    token, as a ``tokenizers`` object (no transformers import).
 
     Specials come first in a fixed order, so for a given ``num_types`` their ids do not depend
     on the text.
@@ -159,15 +157,46 @@ def train_tokenizer(
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer=trainer)
+    return bpe
+
+
+# What ``save_pretrained`` writes beside tokenizer.json for ``train_tokenizer``'s tokenizer
+# (transformers 5); ``save_bpe`` writes the same without importing transformers.
+TRAINED_TOKENIZER_CONFIG = {
+    "backend": "tokenizers",
+    "eos_token": EOS,
+    "extra_special_tokens": [],
+    "model_max_length": 1 << 20,
+    "pad_token": EOS,
+    "tokenizer_class": "TokenizersBackend",
+}
+
+
+def train_tokenizer(
+    texts: Iterable[str], num_types: int, vocab_size: int = 2048
+) -> PreTrainedTokenizerFast:
+    """``train_bpe`` as a transformers tokenizer; it saves as a standard Hugging Face
+    tokenizer directory."""
+    bpe = train_bpe(texts, num_types, vocab_size)
     from transformers import PreTrainedTokenizerFast
 
+    config = TRAINED_TOKENIZER_CONFIG
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
-        eos_token=EOS,
-        pad_token=EOS,
-        model_max_length=1 << 20,
+        eos_token=config["eos_token"],
+        pad_token=config["pad_token"],
+        model_max_length=config["model_max_length"],
         extra_special_tokens={},
     )
+
+
+def save_bpe(bpe: Tokenizer, out_dir: str | Path) -> None:
+    """Save a ``train_bpe`` tokenizer as ``train_tokenizer(...).save_pretrained`` would."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bpe.save(str(out / "tokenizer.json"))
+    text = json.dumps(TRAINED_TOKENIZER_CONFIG, indent=2, sort_keys=True, ensure_ascii=False)
+    (out / "tokenizer_config.json").write_text(text + "\n")
 
 
 @dataclass(frozen=True)
@@ -225,7 +254,7 @@ def load_backend(path: str | Path) -> Tokenizer:
     return Tokenizer.from_file(str(file))
 
 
-def fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+def fingerprint(tokenizer: PreTrainedTokenizerBase | Tokenizer) -> str:
     """A short hash of the vocabulary (incl. added tokens): cached outputs depend on it."""
     items = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]

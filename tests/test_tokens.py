@@ -11,6 +11,8 @@ from mmtpp.tokens import (
     load_backend,
     load_tokenizer,
     mmtpp_tokens,
+    save_bpe,
+    train_bpe,
     train_tokenizer,
 )
 
@@ -31,6 +33,18 @@ def test_trained_tokenizer_round_trips_through_a_directory(tmp_path, tiny_tokeni
     assert loaded.decode(ids) == text
     token_ids = TokenIds.from_tokenizer(loaded, NUM_TYPES)
     assert loaded.convert_ids_to_tokens(int(token_ids.byte_ids[200])) == "<|byte_200|>"
+
+
+def test_bpe_saved_without_transformers_is_what_save_pretrained_writes(tmp_path):
+    texts = [*sample_texts(200), "é ü 42"]
+    train_tokenizer(texts, NUM_TYPES, 300).save_pretrained(tmp_path / "hf")
+    bpe = train_bpe(texts, NUM_TYPES, 300)
+    save_bpe(bpe, tmp_path / "bpe")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "bpe" / name).read_bytes() == (tmp_path / "hf" / name).read_bytes()
+    loaded = load_tokenizer(tmp_path / "bpe")
+    assert fingerprint(bpe) == fingerprint(loaded)
+    assert loaded.eos_token == loaded.pad_token == "<|endoftext|>"
 
 
 def test_special_ids_do_not_depend_on_the_text():
