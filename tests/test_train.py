@@ -95,6 +95,26 @@ def test_two_stages_on_two_workers_loss_falls_and_merges(prepared):
 
 @pytest.mark.slow
 @pytest.mark.ray
+def test_training_on_several_shards_is_reproducible(prepared):
+    import torch
+    from safetensors.torch import load_file
+
+    from mmtpp.train import run_training
+
+    tmp, data = prepared
+    assert len(list((data / "stage1" / "train").glob("*.parquet"))) > 1
+    adapters = []
+    for run in ("a", "b"):
+        cfg = train_config(tmp, f"repro_{run}", "train.stage1.epochs=1", "train.stage1.max_steps=8")
+        model_dir = run_training(cfg, 1, data).model_dir
+        adapters.append(load_file(model_dir / "adapter" / "adapter_model.safetensors"))
+    assert adapters[0].keys() == adapters[1].keys()
+    for name, weight in adapters[0].items():
+        assert torch.equal(weight, adapters[1][name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.ray
 def test_injected_failure_resumes_from_the_last_checkpoint(prepared):
     from mmtpp.train import run_training
 
