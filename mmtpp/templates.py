@@ -229,7 +229,7 @@ class Renderer:
         for et in ets:
             shown = np.zeros(len(et), dtype=bool)
             for direction in set(directions):
-                shown |= ~similar_mask(et.gaps, delta, direction)
+                shown |= ~et.mask(delta, direction)
             shown[-1:] = True
             events.append(np.flatnonzero(shown & et.has_text))
         need_texts(ets, events, self.encode)
