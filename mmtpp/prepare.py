@@ -469,6 +469,7 @@ def run_prepare(
         else:
             counts[(r["kind"], r["split"])] += r["rows"]
             tokens[(r["kind"], r["split"])] += r["tokens"]
+    (out / "quarantine.json").unlink(missing_ok=True)  # none of an earlier run's
     if quarantined:
         (out / "quarantine.json").write_text(json.dumps(quarantined, indent=1))
 

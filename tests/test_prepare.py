@@ -147,6 +147,29 @@ def test_run_prepare_end_to_end(ray_local, dataset, tmp_path):
     assert second.manifest["rows"] == m["rows"]
 
 
+@pytest.mark.ray
+def test_run_prepare_quarantines_and_counts_every_sequence(ray_local, dataset, tmp_path):
+    from mmtpp.events import write_dataset
+    from mmtpp.prepare import run_prepare
+
+    _, info, seqs = dataset
+    bad = seqs[0].slice(0, 10)
+    bad.time = bad.time[::-1].copy()
+    write_dataset(tmp_path / "ds", info, [*seqs[1:7], bad], rows_per_file=3)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "quarantine.json").write_text("[]")  # an earlier run's
+    cfg = load_config(overrides=["data.budget=512", "data.validation=quarantine"])
+    m = run_prepare(cfg, tmp_path / "ds", tmp_path / "out").manifest
+    assert (m["sequences_in"], m["sequences_out"], m["sequences_quarantined"]) == (7, 6, 1)
+    assert set(m["quarantine_reasons"]) == {"unsorted"}  # problems per reason
+    q = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    assert [x["seq_id"] for x in q] == ["s000"] and q[0]["problems"][0]["reason"] == "unsorted"
+    clean = load_config(overrides=["data.budget=512"])
+    write_dataset(tmp_path / "clean", info, seqs[1:7], rows_per_file=3)
+    assert run_prepare(clean, tmp_path / "clean", tmp_path / "out").manifest["sequences_in"] == 6
+    assert not (tmp_path / "out" / "quarantine.json").exists()
+
+
 def test_data_workers_import_neither_torch_nor_transformers():
     import subprocess
     import sys
