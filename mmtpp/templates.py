@@ -310,7 +310,7 @@ class Renderer:
         would open a window of its own).
         """
         n = len(et)
-        mask = similar_mask(et.gaps, delta, direction)
+        mask = et.mask(delta, direction)  # cached: tokenize_shown computed it already
         costs = et.masked_costs(mask)
         windows = []
         start = 0
@@ -367,13 +367,13 @@ class Renderer:
         start = target - max(1, _fit_from_end(costs, budget))
         if max_events is not None:
             start = max(start, target - max(1, max_events))
-        while True:
-            window = mask[start - first :].copy()
-            window[0] = False
+        while True:  # the window's first event is shown in full
             cost = int(costs[start - first + 1 :].sum()) + et.full_cost(start)
             if cost <= budget or start == target - 1:
                 break
             start += 1
+        window = mask[start - first :].copy()
+        window[0] = False
         if cost > budget:
             raise ValueError(
                 f"sequence {et.seq_id!r}: event {target - 1} alone takes {cost} tokens, more "
