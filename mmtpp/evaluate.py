@@ -34,7 +34,7 @@ from mmtpp.hawkes import HawkesParams, bayes_predictions
 from mmtpp.predict import DecodeOptions, Predictor, Prompt
 from mmtpp.prepare import split_of
 from mmtpp.stats import DEFAULT_DELTAS
-from mmtpp.templates import SHORT_RESPONSE_ROOM
+from mmtpp.templates import RESPONSE_LENGTH, SHORT_RESPONSE_ROOM
 from mmtpp.timecodec import float32_interval_width
 from mmtpp.tokens import TASKS
 
@@ -100,10 +100,27 @@ def _test_rows(prepared: Path, max_per_task: int | None) -> dict[str, list[dict]
     return rows
 
 
-def _reference(dataset_root: Path, split: list[float], seed: int, rows: dict[str, list[dict]]):
-    """Per (seq_id, target): last gap, Bayes-optimal predictions; plus training means."""
+def _quarantined(prepared: Path) -> set[str]:
+    """The sequence ids preparation quarantined (``quarantine.json``; none when absent)."""
+    path = prepared / "quarantine.json"
+    return {q["seq_id"] for q in json.loads(path.read_text())} if path.is_file() else set()
+
+
+def _reference(
+    dataset_root: Path,
+    split: list[float],
+    seed: int,
+    rows: dict[str, list[dict]],
+    quarantined: set[str] = frozenset(),
+):
+    """Per (seq_id, target): last gap, Bayes-optimal predictions; plus training means.
+
+    Only the sequences preparation accepted count: a ``quarantined`` one (NaN times, bad
+    types, …) would otherwise leak into the mean-gap and majority baselines."""
     info = read_info(dataset_root)
-    sequences = {s.seq_id: s for s in read_sequences(dataset_root)}
+    sequences = {
+        s.seq_id: s for s in read_sequences(dataset_root) if s.seq_id not in quarantined
+    }
     splits = dict(zip(sequences, split_of(list(sequences), split, seed), strict=True))
     train_gaps = np.concatenate([s.gaps[1:] for k, s in sequences.items() if splits[k] == "train"])
     train_types = np.concatenate([s.type for k, s in sequences.items() if splits[k] == "train"])
@@ -129,21 +146,65 @@ def _prompt_of(row: dict) -> Prompt:
     return Prompt(row["input_ids"][: row["prompt_length"]], row["images"] or [])
 
 
+def rendered_prompts(
+    predictor: Predictor,
+    rows: dict[str, list[dict]],
+    sequences: dict[str, EventSequence],
+    delta: float,
+) -> dict[str, list[Prompt]]:
+    """The prompts of the prepared test rows rendered again from the raw sequences with
+    compression threshold ``delta`` (same targets, token room and scan direction as
+    preparation: at the model's Δ they are the prepared prompts)."""
+    seq_ids = sorted({r["seq_id"] for task_rows in rows.values() for r in task_rows})
+    ets = dict(zip(seq_ids, predictor.renderer.event_tokens(
+        [sequences[s] for s in seq_ids], predictor.count_image_tokens), strict=True))  # fmt: skip
+    out = {}
+    for task, task_rows in rows.items():
+        out[task] = []
+        for r in task_rows:
+            response = len(r["input_ids"]) - r["prompt_length"]
+            reserve = SHORT_RESPONSE_ROOM if task in RESPONSE_LENGTH else response
+            s, target = r["seq_id"], r["target"]
+            room = predictor.budget - reserve
+            out[task].append(predictor.prompt_for(sequences[s], ets[s], target, task, delta, room))
+    return out
+
+
+def eval_prompts(
+    predictor: Predictor,
+    rows: dict[str, list[dict]],
+    sequences: dict[str, EventSequence],
+    compress: bool,
+) -> dict[str, list[Prompt]]:
+    """The prompts the model answers: the prepared ones (history compressed at the model's
+    Δ), or with ``compress`` False the same targets with uncompressed histories (Δ = 0 at
+    inference: the ablation ``eval.compress=false``)."""
+    if compress:
+        return {task: [_prompt_of(r) for r in task_rows] for task, task_rows in rows.items()}
+    return rendered_prompts(predictor, rows, sequences, 0.0)
+
+
 def likelihoods(
-    predictor: Predictor, rows: dict[str, list[dict]], bayes: dict, batch_size: int
+    predictor: Predictor,
+    rows: dict[str, list[dict]],
+    bayes: dict,
+    batch_size: int,
+    prompts_by_task: dict[str, list[Prompt]] | None = None,
 ) -> dict[str, Any]:
     """Teacher-forced NLL of the true next gap (nats per event, a density: the four byte
     tokens' log-probability minus the log-width of the float32 cell, SPEC §7) and of the
-    true type (cross-entropy), on the prepared test prompts, beside the true process's."""
+    true type (cross-entropy), on the test prompts (default: the prepared ones), beside
+    the true process's."""
     out: dict[str, Any] = {}
     for task, positions in (("time", slice(1, 5)), ("type", slice(1, 2))):
         task_rows = rows.get(task, [])
         if not task_rows:
             continue
+        task_prompts = (prompts_by_task or {}).get(task) or [_prompt_of(r) for r in task_rows]
         nll = []
         for i in range(0, len(task_rows), batch_size):
             chunk = task_rows[i : i + batch_size]
-            prompts = [_prompt_of(r) for r in chunk]
+            prompts = task_prompts[i : i + batch_size]
             responses = [r["input_ids"][r["prompt_length"] :] for r in chunk]
             for lp in predictor.response_log_probs(prompts, responses):
                 nll.append(-float(lp[positions].sum()))
@@ -240,8 +301,9 @@ def evaluate(
     predictor = Predictor(model_dir, image_root=dataset_root)
     rows = _test_rows(prepared, max_per_task)
     info, sequences, mean_gap, median_gap, majority, bayes = _reference(
-        Path(dataset_root), data_cfg["split"], data_cfg["seed"], rows
+        Path(dataset_root), data_cfg["split"], data_cfg["seed"], rows, _quarantined(prepared)
     )
+    prompts_by_task = eval_prompts(predictor, rows, sequences, options.compress)
     results: dict[str, Any] = {"dataset": info.name, "targets": {}, "invalid": {}}
     curves: dict[str, Any] = {}
     for task in TASKS:
@@ -250,8 +312,7 @@ def evaluate(
             continue
         preds = []
         for i in range(0, len(task_rows), batch_size):
-            chunk = task_rows[i : i + batch_size]
-            prompts = [_prompt_of(r) for r in chunk]
+            prompts = prompts_by_task[task][i : i + batch_size]
             preds.extend(predictor.predict_prompts(prompts, [task], options))
             print(
                 f"\revaluate {task}: {min(i + batch_size, len(task_rows))}/{len(task_rows)}",
@@ -262,6 +323,13 @@ def evaluate(
         invalid = Counter(p.invalid[task] for p in preds if task in p.invalid)
         results["targets"][task] = len(task_rows)
         results["invalid"][task] = dict(invalid)
+        if task == "time" and options.time_mode in ("mean", "median"):
+            dropped: Counter[str] = Counter()
+            for p in preds:
+                dropped.update(p.invalid_samples.get(task, {}))
+            results["invalid_samples"] = {
+                "time": dict(dropped), "drawn": options.samples * len(preds)
+            }
         # the previous event's gap (time) or type (type): the "last" baselines
         column = "gaps" if task == "time" else "type"
         previous = np.array(
@@ -279,7 +347,7 @@ def evaluate(
             curves,
             previous,
         )
-    results["likelihood"] = likelihoods(predictor, rows, bayes, batch_size)
+    results["likelihood"] = likelihoods(predictor, rows, bayes, batch_size, prompts_by_task)
     defaults = EvalConfig()
     ppl_lengths = defaults.ppl_lengths if ppl_lengths is None else ppl_lengths
     ppl_targets = defaults.ppl_targets if ppl_targets is None else ppl_targets
@@ -429,6 +497,11 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(_row("text ROUGE-L", x.get("rouge_l"), "", None, None))
     inv = ", ".join(f"{k}: {sum(c.values())}/{r['targets'][k]}" for k, c in r["invalid"].items())
     lines.append(f"\ninvalid generations (counted, excluded from time errors): {inv}")
+    samples = r.get("invalid_samples")
+    if samples:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(samples["time"].items())) or "none"
+        lines.append(f"invalid time samples left out of the mean/median: "
+                     f"{sum(samples['time'].values())}/{samples['drawn']} ({reasons})")  # fmt: skip
     for key, name in (("time_nll", "time NLL (nats/event)"), ("type_nll", "type NLL (nats)")):
         nll = r.get("likelihood", {}).get(key)
         if nll:

@@ -73,6 +73,9 @@ class Prediction:
     type: int | None = None
     text: str | None = None
     invalid: dict[str, str] = field(default_factory=dict)  # task -> reason
+    # sampled time (mean/median): task -> reason -> samples that were invalid and left out
+    # of the mean/median (the prediction is invalid only when every sample is)
+    invalid_samples: dict[str, dict[str, int]] = field(default_factory=dict)
     history_events: int = 0
     compressed_events: int = 0
     prompt_tokens: int = 0
@@ -363,6 +366,10 @@ class Predictor:
                 value, reason = _aggregate(task, samples, options)
                 if reason is not None:
                     pred.invalid[task] = reason
+                if len(samples) > 1:
+                    dropped = Counter(s.reason for s in samples if not s.valid)
+                    if dropped:
+                        pred.invalid_samples[task] = dict(dropped)
                 setattr(pred, task, value)
         return preds
 

@@ -96,6 +96,10 @@ class PredictOut(BaseModel):
     type_name: str | None
     text: str | None
     invalid: dict[str, str] = Field(description="task -> reason the generation was invalid")
+    invalid_samples: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="sampled time (mean/median): task -> reason -> invalid samples left out",
+    )
     history_events: int = Field(description="events of the history in the prompt")
     compressed_events: int = Field(description="of which replaced by <|similar_event|>")
     prompt_tokens: int
@@ -259,6 +263,7 @@ class MMTPPServer:
             type_name=None if pred.type is None else names[pred.type],
             text=pred.text,
             invalid=pred.invalid,
+            invalid_samples=pred.invalid_samples,
             history_events=pred.history_events,
             compressed_events=pred.compressed_events,
             prompt_tokens=pred.prompt_tokens,

@@ -37,6 +37,8 @@ def test_table_shows_every_figure():
     assert "| time RMSE | 2.0000 | mean gap 3.0000, last gap 4.0000 | 1.8000 | 83% |" in table
     assert "| type accuracy | 0.5000 | majority 0.2500, last type 0.5200 | 0.5500 | 83% |" in table
     assert "time: 1/10" in table and "= 1.110" in table and "5.0 points" in table
+    results["invalid_samples"] = {"time": {"not_finite": 3, "negative": 1}, "drawn": 80}
+    assert "left out of the mean/median: 4/80 (negative 1, not_finite 3)" in format_table(results)
 
 
 def test_table_when_no_time_prediction_is_valid():
@@ -58,3 +60,31 @@ def test_type_scores_include_the_last_type_baseline():
     assert res["model"]["accuracy"] == 0.5  # 1 and 2 right; the invalid one counts wrong
     assert res["majority"]["accuracy"] == 0.5 and res["last_type"]["accuracy"] == 0.5
     assert res["valid"] == 3
+
+
+def test_baselines_ignore_the_sequences_preparation_quarantined(tmp_path):
+    import json
+
+    from mmtpp.evaluate import _quarantined, _reference
+    from mmtpp.events import DatasetInfo, EventSequence, write_dataset
+
+    def seq(seq_id, times, types):
+        n = len(times)
+        return EventSequence(seq_id, np.asarray(times, float), np.asarray(types, np.int32),
+                             [None] * n, [None] * n)  # fmt: skip
+
+    good = [seq(f"g{i}", [0.0, 1.0, 3.0, 6.0], [1, 1, 0, 1]) for i in range(6)]
+    bad = seq("bad", [0.0, float("nan"), 5.0], [-1, 0, 0])  # NaN time, negative type
+    write_dataset(tmp_path / "ds", DatasetInfo("t", ["a", "b"]), [*good, bad])
+    (tmp_path / "prep").mkdir()
+    (tmp_path / "prep" / "quarantine.json").write_text(json.dumps([{"seq_id": "bad"}]))
+    quarantined = _quarantined(tmp_path / "prep")
+    assert quarantined == {"bad"} and _quarantined(tmp_path) == set()
+    split = [1.0, 0.0, 0.0]  # every sequence in train
+    _, sequences, mean_gap, median_gap, majority, _ = _reference(
+        tmp_path / "ds", split, 0, {}, quarantined
+    )
+    assert "bad" not in sequences and len(sequences) == 6
+    assert (mean_gap, median_gap, majority) == (2.0, 2.0, 1)
+    with pytest.raises(ValueError):  # what the bad sequence did before: bincount of -1
+        _reference(tmp_path / "ds", split, 0, {})

@@ -204,3 +204,50 @@ def test_expected_time_ignores_a_far_exponent(predictor, monkeypatch):
     values = [32.0, 8.0, 128.0]  # 0x42000000, 0x41000000, 0x43000000
     mean = (0.5 * values[0] + 0.3 * values[1] + 0.19 * values[2]) / 0.99 * (1 + 2**-8)
     assert got.value == pytest.approx(mean, rel=1e-6)
+
+
+def test_evaluation_prompts_rendered_again_match_preparation_and_drop_compression(predictor):
+    """eval.compress=false answers the prepared targets with uncompressed histories."""
+    from mmtpp.evaluate import eval_prompts, rendered_prompts
+    from mmtpp.images import read_bytes
+
+    p, seqs = predictor
+    ets = p.renderer.event_tokens(seqs, p.count_image_tokens)
+    rows: dict[str, list[dict]] = {}
+    for seq, et in zip(seqs, ets, strict=True):  # as prepare builds the test rows
+        for target in (len(seq) // 2, len(seq) - 1):
+            examples = p.renderer.examples(et, target, ["time", "type", "text"], p.delta,
+                                           p.budget, p.direction)  # fmt: skip
+            for task, ex in examples.items():
+                images = [read_bytes(seq.image[i], p.image_root, p.spec) for i in ex.image_events]
+                rows.setdefault(task, []).append({
+                    "seq_id": seq.seq_id, "target": target, "input_ids": ex.input_ids.tolist(),
+                    "prompt_length": ex.prompt_length, "images": images,
+                    "compressed": ex.compressed_events,
+                })  # fmt: skip
+    by_id = {s.seq_id: s for s in seqs}
+    prepared = eval_prompts(p, rows, by_id, compress=True)
+    again = rendered_prompts(p, rows, by_id, p.delta)
+    plain = eval_prompts(p, rows, by_id, compress=False)
+    assert set(rows) == {"time", "type", "text"}
+    for task, task_rows in rows.items():
+        for r, a, b, c in zip(task_rows, prepared[task], again[task], plain[task], strict=True):
+            assert a.input_ids == b.input_ids and a.images == b.images
+            assert b.compressed_events == r["compressed"]
+            assert c.compressed_events == 0 and c.input_ids[-1] == a.input_ids[-1]
+            assert len(c.input_ids) + len(r["input_ids"]) - r["prompt_length"] <= p.budget
+    assert sum(r["compressed"] for r in rows["time"]) > 0  # the ablation changes prompts
+
+
+def test_invalid_time_samples_are_counted_not_dropped_silently(predictor, monkeypatch):
+    from mmtpp.templates import Parsed
+
+    p, seqs = predictor
+    drawn = [[Parsed("time", None, "not_finite")] * 3 + [Parsed("time", 2.0), Parsed("time", 4.0)],
+             [Parsed("time", None, "negative")] * 5]  # fmt: skip
+    monkeypatch.setattr(p, "generate", lambda prompts, task, options: drawn[: len(prompts)])
+    prompts = p.prompts(seqs[:2], "time", DecodeOptions())
+    mean, none = p.predict_prompts(prompts, ["time"], DecodeOptions(time_mode="mean", samples=5))
+    assert (mean.time, mean.invalid, mean.invalid_samples) == (3.0, {}, {"time": {"not_finite": 3}})
+    assert none.time is None and none.invalid == {"time": "negative"}
+    assert none.invalid_samples == {"time": {"negative": 5}}
