@@ -34,7 +34,11 @@ class DataConfig:
         "synthetic dataset into <output_dir>/data, or 'nycflights' to import the NYC flights",
         "synthetic",
     )
-    synth_sequences: int = _help("sequences to generate when source is 'synthetic'", 200)
+    synth_sequences: int = _help(
+        "sequences to generate when source is 'synthetic'; aircraft to import when it is "
+        "'nycflights' (0 = all)",
+        200,
+    )
     synth_seed: int = _help("seed of the synthetic generator", 0)
     delta: float = _help("compression threshold Δ on consecutive gaps (0 disables)", 0.2)
     stage1_direction: str = _help("scan direction for stage-1 documents", "forward")

@@ -552,34 +552,45 @@ def format_summary(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def resolve_dataset(config: Config) -> Path:
-    """The dataset directory of a config; 'synthetic' generates it once under the run and
-    'nycflights' imports the NYC flights (``synth_sequences`` aircraft) the same way."""
-    if config.data.source == "nycflights":
-        root = Path(config.output_dir) / "data"
-        if not (root / "dataset.json").is_file():
-            from mmtpp.events import write_dataset
-            from mmtpp.sources.flights import load_nycflights
+GENERATED_MARKERS = {"synthetic": "synth_config.json", "nycflights": "flights_config.json"}
 
-            info, sequences = load_nycflights(max_sequences=config.data.synth_sequences or None)
-            write_dataset(root, info, sequences)
-        return root
-    if config.data.source != "synthetic":
-        root = Path(config.data.source)
+
+def resolve_dataset(config: Config) -> Path:
+    """The dataset directory of a config; 'synthetic' generates it under the run and
+    'nycflights' imports the NYC flights (``synth_sequences`` aircraft, 0 = all) the same
+    way, again whenever the source or its settings change (a marker file records them)."""
+    d = config.data
+    if d.source not in GENERATED_MARKERS:
+        root = Path(d.source)
         read_info(root)  # a clear error if this is not a dataset
         return root
-    from mmtpp.sources.synthetic import SynthConfig, synthesize
-
     root = Path(config.output_dir) / "data"
-    synth = SynthConfig(num_sequences=config.data.synth_sequences, seed=config.data.synth_seed)
-    marker = root / "synth_config.json"
-    wanted = json.dumps(vars(synth), sort_keys=True, default=str)
-    if marker.is_file() and marker.read_text() == wanted:
-        return root
-    from mmtpp.cli import progress_printer
+    if d.source == "nycflights":
+        wanted = {"source": "nycflights", "max_sequences": d.synth_sequences or None}
+    else:
+        from mmtpp.sources.synthetic import SynthConfig
 
-    synthesize(synth, root, progress=progress_printer("synthesizing"))
-    marker.write_text(wanted)
+        synth = SynthConfig(num_sequences=d.synth_sequences, seed=d.synth_seed)
+        wanted = vars(synth)
+    marker = root / GENERATED_MARKERS[d.source]
+    text = json.dumps(wanted, sort_keys=True, default=str)
+    if marker.is_file() and marker.read_text() == text:
+        return root
+    for name in GENERATED_MARKERS.values():  # what the directory held is being replaced
+        (root / name).unlink(missing_ok=True)
+    if d.source == "nycflights":
+        from mmtpp.events import write_dataset
+        from mmtpp.sources.flights import load_nycflights
+
+        print(f"importing NYC flights into {root}", flush=True)
+        info, sequences = load_nycflights(max_sequences=wanted["max_sequences"])
+        write_dataset(root, info, sequences)
+    else:
+        from mmtpp.cli import progress_printer
+        from mmtpp.sources.synthetic import synthesize
+
+        synthesize(synth, root, progress=progress_printer("synthesizing"))
+    marker.write_text(text)
     return root
 
 

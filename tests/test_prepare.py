@@ -178,3 +178,35 @@ def test_data_workers_import_neither_torch_nor_transformers():
             "print(sorted({'torch', 'transformers'} & set(sys.modules)))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # they start seconds faster (README, Benchmarks)
+
+
+def test_generated_datasets_follow_the_source_and_its_settings(tmp_path, monkeypatch):
+    """'synthetic' and 'nycflights' are (re)made under the run whenever what the config
+    asks differs from what the directory holds; unchanged, they are reused."""
+    import mmtpp.sources.flights as flights
+    from mmtpp.events import DatasetInfo, read_info, read_sequences
+    from mmtpp.prepare import resolve_dataset
+
+    _, seqs = make_dataset(tmp_path / "src", num_sequences=5)
+    calls = []
+
+    def fake_flights(max_sequences=None):
+        calls.append(max_sequences)
+        return DatasetInfo("nycflights", ["EWR", "JFK", "LGA"]), iter(seqs[:max_sequences])
+
+    monkeypatch.setattr(flights, "load_nycflights", fake_flights)
+
+    def resolve(*overrides):
+        cfg = load_config(overrides=[f"output_dir={tmp_path / 'run'}", *overrides])
+        root = resolve_dataset(cfg)
+        return read_info(root).name, len(read_sequences(root))
+
+    assert resolve("data.synth_sequences=3") == ("synthetic-city-alerts", 3)
+    stamp = (tmp_path / "run" / "data" / "dataset.json").stat().st_mtime_ns
+    assert resolve("data.synth_sequences=3")[1] == 3  # reused, not written again
+    assert (tmp_path / "run" / "data" / "dataset.json").stat().st_mtime_ns == stamp
+    assert resolve("data.source=nycflights", "data.synth_sequences=4") == ("nycflights", 4)
+    assert resolve("data.source=nycflights", "data.synth_sequences=4")[1] == 4
+    assert resolve("data.source=nycflights", "data.synth_sequences=0") == ("nycflights", 5)
+    assert calls == [4, None]
+    assert resolve("data.synth_sequences=3") == ("synthetic-city-alerts", 3)
