@@ -9,6 +9,7 @@ the Ray boundary as a plain dict (``to_dict``) and is rebuilt typed on the worke
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,15 @@ import yaml
 
 from mmtpp.compression import DIRECTIONS
 from mmtpp.tokens import TASKS
+
+
+def _at_least(section: Any, prefix: str, minimum: float, *names: str) -> None:
+    """Raise naming the key when one of ``names`` is below ``minimum``."""
+    for name in names:
+        value = getattr(section, name)
+        for v in value if isinstance(value, list) else [value]:
+            if v < minimum:
+                raise ValueError(f"{prefix}.{name} must be >= {minimum}, got {value}")
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
@@ -55,7 +65,7 @@ class DataConfig:
     tasks: list[str] = _help("stage-2 tasks", list(TASKS))
     validation: str = _help("'strict' (fail on the first bad sequence) or 'quarantine'", "strict")
     tokenizer: str | None = _help(
-        "tokenizer directory; None trains the tiny BPE on the training text", None
+        "tokenizer directory; null trains the tiny BPE on the training text", None
     )
     vocab_size: int = _help("BPE vocabulary size when training the tokenizer", 2048)
     tokenizer_texts: int = _help(
@@ -86,8 +96,11 @@ class DataConfig:
             raise ValueError(f"data.tasks: unknown {sorted(unknown)}; choose from {TASKS}")
         if self.validation not in ("strict", "quarantine"):
             raise ValueError("data.validation must be 'strict' or 'quarantine'")
-        if self.min_history < 1:
-            raise ValueError("data.min_history must be >= 1")
+        _at_least(self, "data", 1, "min_history", "vocab_size", "image_min_pixels")
+        _at_least(self, "data", 0, "synth_sequences", "targets_per_sequence",
+                  "eval_targets_per_sequence", "tokenizer_texts")  # fmt: skip
+        if self.image_max_pixels < self.image_min_pixels:
+            raise ValueError("data.image_max_pixels must be >= data.image_min_pixels")
 
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -116,6 +129,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype}")
+        _at_least(self, "model", 1, "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                  "intermediate_size", "vision_depth", "vision_hidden_size")  # fmt: skip
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"model.num_kv_heads ({self.num_kv_heads}) must divide model.num_heads "
+                f"({self.num_heads})"
+            )
         head_dim = self.hidden_size // self.num_heads
         if self.hidden_size % self.num_heads or head_dim % 2:
             raise ValueError("model.hidden_size must divide into heads of even size")
@@ -145,6 +165,12 @@ class StageConfig:
     epochs: int = _help("passes over the stage's training rows", 1)
     lr: float = _help("peak learning rate", 2e-4)
     max_steps: int = _help("stop after this many optimizer steps (0 = no limit)", 0)
+
+    def check(self, prefix: str) -> None:
+        _at_least(self, prefix, 1, "epochs")
+        _at_least(self, prefix, 0, "max_steps")
+        if self.lr <= 0:
+            raise ValueError(f"{prefix}.lr must be > 0, got {self.lr}")
 
 
 @dataclass
@@ -184,6 +210,14 @@ class TrainConfig:
             raise ValueError(f"train.zero_stage must be 0..3, got {self.zero_stage}")
         if self.num_workers < 1 or self.micro_batch < 1 or self.grad_accum < 1:
             raise ValueError("train: num_workers, micro_batch and grad_accum must be >= 1")
+        self.stage1.check("train.stage1")
+        self.stage2.check("train.stage2")
+        _at_least(self, "train", 1, "log_every")
+        _at_least(self, "train", 0, "warmup_steps", "weight_decay", "grad_clip",
+                  "checkpoint_every", "fail_at_step")  # fmt: skip
+        _at_least(self, "train", -1, "max_failures")  # -1: restart without limit
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"train.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         if self.offload and self.zero_stage != 3:
             raise ValueError("train.offload needs zero_stage=3")
         if self.loss_average not in ("example", "token"):
@@ -212,6 +246,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.time_mode not in ("greedy", "expected", "mean", "median"):
             raise ValueError("eval.time_mode must be greedy, expected, mean or median")
+        _at_least(self, "eval", 1, "samples", "max_text_tokens", "batch_size", "ppl_lengths")
+        _at_least(self, "eval", 0, "max_per_task", "ppl_targets")
 
 
 @dataclass
@@ -234,6 +270,11 @@ class TuneSettings:
             raise ValueError("tune.metric: only 'val_loss' is reported per epoch")
         if min(self.deltas, default=0) < 0 or not self.ranks or not self.lrs:
             raise ValueError("tune: deltas >= 0 and non-empty ranks and lrs")
+        _at_least(self, "tune", 1, "ranks", "epochs", "grace_period", "max_concurrent")
+        _at_least(self, "tune", 2, "reduction_factor")
+        _at_least(self, "tune", 0, "num_samples", "cpus_per_trial")
+        if min(self.lrs) <= 0:
+            raise ValueError(f"tune.lrs must be > 0, got {self.lrs}")
 
 
 @dataclass
@@ -287,21 +328,23 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or value in ("None", "none")):
+            return None  # YAML's null; "None" is what a Python user types
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list:
         if not isinstance(value, list | tuple):
             raise ValueError(f"config key {key!r} must be a list, got {value!r}")
         return [_coerce(v, args[0], f"{key}[]") for v in value]
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
     if hint is float and isinstance(value, str):
         try:
-            return float(value)  # YAML 1.1 reads "2e-3" as a string
+            value = float(value)  # YAML 1.1 reads "2e-3" as a string
         except ValueError:
             pass
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
+        return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is bool and isinstance(value, bool):
@@ -353,7 +396,12 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(hints[f.name]):
             lines.extend(describe(hints[f.name], f"{prefix}{f.name}."))
         else:
-            lines.append(
-                f"  {prefix}{f.name}={getattr(defaults, f.name)!r}  {f.metadata.get('help', '')}"
-            )
+            value = _yaml(getattr(defaults, f.name))
+            lines.append(f"  {prefix}{f.name}={value}  {f.metadata.get('help', '')}")
     return lines
+
+
+def _yaml(value: Any) -> str:
+    """A value as it is typed in a ``key=value`` override (YAML: null, true, [1, 2])."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    return text.removesuffix("\n...\n").strip()

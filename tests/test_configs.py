@@ -43,3 +43,39 @@ def test_overrides_and_unknown_keys(tmp_path):
     load_config(overrides=["lora.r=4"]).to_yaml(path)
     assert load_config(path).lora.r == 4
     assert any(line.strip().startswith("data.delta=0.2") for line in describe())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.delta=nan", "'data.delta' must be a finite number"),
+        ("train.stage2.lr=.inf", "'train.stage2.lr' must be a finite number"),
+        ("eval.batch_size=0", "eval.batch_size must be >= 1"),
+        ("eval.samples=0", "eval.samples must be >= 1"),
+        ("eval.ppl_lengths=[4, 0]", "eval.ppl_lengths must be >= 1"),
+        ("train.log_every=0", "train.log_every must be >= 1"),
+        ("train.stage1.epochs=0", "train.stage1.epochs must be >= 1"),
+        ("train.cpus_per_worker=0", "train.cpus_per_worker must be > 0"),
+        ("model.num_heads=0", "model.num_heads must be >= 1"),
+        ("model.num_kv_heads=3", "model.num_kv_heads .3. must divide model.num_heads .4."),
+        ("data.targets_per_sequence=-1", "data.targets_per_sequence must be >= 0"),
+        ("data.image_max_pixels=100", "data.image_max_pixels must be >= data.image_min_pixels"),
+        ("tune.reduction_factor=1", "tune.reduction_factor must be >= 2"),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_naming_the_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(overrides=[override])
+
+
+def test_help_prints_defaults_as_they_are_typed_back():
+    lines = {line.split("=")[0].strip(): line for line in describe()}
+    assert "data.tokenizer=null " in lines["data.tokenizer"]
+    assert "model.tie_embeddings=true " in lines["model.tie_embeddings"]
+    assert "data.split=[0.8, 0.1, 0.1] " in lines["data.split"]
+    for line in describe():  # every printed default, typed back, gives the default
+        key, _, rest = line.strip().partition("=")
+        value = rest.split("  ")[0]
+        assert load_config(overrides=[f"{key}={value}"]).to_dict() == load_config().to_dict()
+    # "None" as a Python user types it means null where null is allowed
+    assert load_config(overrides=["train.storage_path=None"]).train.storage_path is None
