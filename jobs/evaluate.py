@@ -1,4 +1,4 @@
-"""Evaluate a trained adapter on a prepared test split; writes results.json/.md and plots.
+r"""Evaluate a trained adapter on a prepared test split; writes results.json/.md and plots.
 
     python jobs/evaluate.py --model runs/tiny_cpu/stage2/model --prepared runs/tiny_cpu/prepared \
         --dataset runs/tiny_cpu/data --out runs/tiny_cpu/report [eval.time_mode=median ...]
@@ -7,14 +7,17 @@
 import argparse
 import sys
 
-from mmtpp.config import load_config
+from mmtpp.config import EvalConfig, describe, load_config
 from mmtpp.evaluate import evaluate, format_table
 from mmtpp.predict import DecodeOptions
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="eval keys (override with eval.key=value):\n"
+        + "\n".join(describe(EvalConfig, "eval.")),
     )
     parser.add_argument("--model", required=True, help="trained model dir (stage<N>/model)")
     parser.add_argument("--prepared", required=True, help="prepared data dir (with manifest)")
@@ -23,24 +26,33 @@ def main() -> int:
     parser.add_argument("--config", help="YAML config (only its eval section is used)")
     parser.add_argument("overrides", nargs="*", metavar="eval.key=value")
     args = parser.parse_args()
-    e = load_config(args.config, args.overrides).eval
+    if other := [o for o in args.overrides if not o.startswith("eval.")]:
+        parser.error(f"only eval.* keys apply here (the model and data are given), got {other}")
+    try:
+        e = load_config(args.config, args.overrides).eval
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
     options = DecodeOptions(
         time_mode=e.time_mode,
         samples=e.samples,
         max_text_tokens=e.max_text_tokens,
         compress=e.compress,
     )
-    results = evaluate(
-        args.model,
-        args.prepared,
-        args.dataset,
-        args.out,
-        options,
-        max_per_task=e.max_per_task or None,
-        batch_size=e.batch_size,
-        ppl_lengths=e.ppl_lengths,
-        ppl_targets=e.ppl_targets,
-    )
+    try:
+        results = evaluate(
+            args.model,
+            args.prepared,
+            args.dataset,
+            args.out,
+            options,
+            max_per_task=e.max_per_task or None,
+            batch_size=e.batch_size,
+            ppl_lengths=e.ppl_lengths,
+            ppl_targets=e.ppl_targets,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(format_table(results))
     return 0
 

@@ -1,4 +1,4 @@
-"""Prepare an event dataset for training on Ray Data.
+r"""Prepare an event dataset for training on Ray Data.
 
     python jobs/prepare.py --config jobs/configs/tiny_cpu.yaml [key=value ...]
     ray job submit --address http://HEAD:8265 --working-dir . -- \

@@ -1,11 +1,11 @@
-"""Two-stage LoRA training of Qwen2.5-VL on Ray Train + DeepSpeed ZeRO.
+r"""Two-stage LoRA training of Qwen2.5-VL on Ray Train + DeepSpeed ZeRO.
 
     python jobs/train.py --config jobs/configs/tiny_cpu.yaml stage=both
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python jobs/train.py --config jobs/configs/qwen2_5_vl_3b.yaml stage=both
 
 Runs prepare first when <output_dir>/prepared is missing or stale (cached otherwise).
-stage=1 | 2 | both (default both).
+--stage 1 | 2 | both (default both; `stage=both` works too).
 """
 
 import sys
@@ -31,17 +31,16 @@ def main(config, args) -> int:
     return 0
 
 
+def stage_argument(parser) -> None:
+    parser.add_argument("--stage", choices=["1", "2", "both"], default="both",
+                        help="training stage(s) to run (default: both)")  # fmt: skip
+
+
+def stage_alias(argv: list[str]) -> list[str]:
+    """`stage=2` reads like a config override: accept it as `--stage 2`."""
+    return [x for a in argv for x in (["--stage", a[6:]] if a.startswith("stage=") else [a])]
+
+
 if __name__ == "__main__":
-    stage = "both"
-    for item in list(sys.argv[1:]):
-        if item.startswith("stage="):
-            stage = item.split("=", 1)[1]
-            sys.argv.remove(item)
-    if stage not in ("1", "2", "both"):
-        sys.exit(f"stage must be 1, 2 or both, got {stage!r}")
-
-    def body(config, args):
-        args.stage = stage
-        return main(config, args)
-
-    run_job(__doc__, body)
+    sys.argv[1:] = stage_alias(sys.argv[1:])
+    run_job(__doc__, main, stage_argument)

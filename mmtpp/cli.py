@@ -6,6 +6,7 @@ Long work prints progress on stderr; ``--json`` puts machine-readable results on
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -64,7 +65,16 @@ def _cmd_import(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             options[key] = value
     loader = IMPORTERS[args.format]
-    info, sequences = loader(args.source, **options) if args.source else loader(**options)
+    params = list(inspect.signature(loader).parameters.values())
+    takes_source = params[0].default is inspect.Parameter.empty  # the file or folder
+    if takes_source and not args.source:
+        raise ValueError(f"import {args.format}: give the input file or folder (SOURCE)")
+    if not takes_source and args.source:
+        raise ValueError(f"import {args.format} reads no SOURCE (got {args.source!r})")
+    valid = sorted(p.name for p in params[int(takes_source) :])
+    if unknown := sorted(set(options) - set(valid)):
+        raise ValueError(f"import {args.format}: unknown option(s) {unknown}; valid: {valid}")
+    info, sequences = loader(args.source, **options) if takes_source else loader(**options)
     last = [time.monotonic()]
 
     def counted():

@@ -8,6 +8,7 @@ the Ray boundary as a plain dict (``to_dict``) and is rebuilt typed on the worke
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import types
@@ -237,7 +238,9 @@ class EvalConfig:
     max_text_tokens: int = _help("longest generated text", 48)
     max_per_task: int = _help("test targets per task (0 = all prepared)", 0)
     batch_size: int = _help("prompts per generate call", 16)
-    compress: bool = _help("compress the history of prompts (False: Δ = 0 ablation)", True)
+    compress: bool = _help(
+        "compress the history of prompts (false: the same targets, histories uncompressed)", True
+    )
     ppl_lengths: list[int] = _help(
         "history lengths (events) of the perplexity curve", [2, 4, 8, 16, 32, 64, 128]
     )
@@ -337,10 +340,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ValueError(f"config key {key!r} must be a list, got {value!r}")
         return [_coerce(v, args[0], f"{key}[]") for v in value]
     if hint is float and isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)  # YAML 1.1 reads "2e-3" as a string
-        except ValueError:
-            pass
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")

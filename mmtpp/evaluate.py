@@ -118,9 +118,7 @@ def _reference(
     Only the sequences preparation accepted count: a ``quarantined`` one (NaN times, bad
     types, …) would otherwise leak into the mean-gap and majority baselines."""
     info = read_info(dataset_root)
-    sequences = {
-        s.seq_id: s for s in read_sequences(dataset_root) if s.seq_id not in quarantined
-    }
+    sequences = {s.seq_id: s for s in read_sequences(dataset_root) if s.seq_id not in quarantined}
     splits = dict(zip(sequences, split_of(list(sequences), split, seed), strict=True))
     train_gaps = np.concatenate([s.gaps[1:] for k, s in sequences.items() if splits[k] == "train"])
     train_types = np.concatenate([s.type for k, s in sequences.items() if splits[k] == "train"])
@@ -295,8 +293,10 @@ def evaluate(
     and plots to ``out_dir`` and returns the results."""
     options = options or DecodeOptions()
     prepared, out = Path(prepared_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not (prepared / "manifest.json").is_file():
+        raise FileNotFoundError(f"{prepared}: no manifest.json (not a prepared directory)")
     manifest = json.loads((prepared / "manifest.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
     data_cfg = manifest["config"]["data"]
     predictor = Predictor(model_dir, image_root=dataset_root)
     rows = _test_rows(prepared, max_per_task)
@@ -328,7 +328,8 @@ def evaluate(
             for p in preds:
                 dropped.update(p.invalid_samples.get(task, {}))
             results["invalid_samples"] = {
-                "time": dict(dropped), "drawn": options.samples * len(preds)
+                "time": dict(dropped),
+                "drawn": options.samples * len(preds),
             }
         # the previous event's gap (time) or type (type): the "last" baselines
         column = "gaps" if task == "time" else "type"

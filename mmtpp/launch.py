@@ -16,8 +16,11 @@ from mmtpp.config import Config, describe, load_config
 
 
 def parse_job_args(
-    description: str, argv: list[str] | None = None
+    description: str,
+    argv: list[str] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> tuple[Config, argparse.Namespace]:
+    """Config and arguments of a job; ``add_arguments`` declares the job's own options."""
     parser = argparse.ArgumentParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -30,6 +33,8 @@ def parse_job_args(
     parser.add_argument(
         "--num-cpus", type=int, help="CPUs for a local Ray (default: all of this machine)"
     )
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args(argv)
     try:
@@ -55,9 +60,13 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
         ray.init(num_cpus=num_cpus)
 
 
-def run_job(description: str, body: Callable[[Config, argparse.Namespace], int | None]) -> None:
+def run_job(
+    description: str,
+    body: Callable[[Config, argparse.Namespace], int | None],
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     """Parse, connect, run ``body``; a user error ends with a one-line message and code 1."""
-    config, args = parse_job_args(description)
+    config, args = parse_job_args(description, add_arguments=add_arguments)
     connect_ray(args.address, args.num_cpus)
     try:
         code = body(config, args)

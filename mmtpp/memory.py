@@ -175,8 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    config = load_config(args.config, args.overrides)
-    p = plan(config, args.preset, args.gpu_memory, args.gpus or config.train.num_workers)
+    try:
+        config = load_config(args.config, args.overrides)
+        p = plan(config, args.preset, args.gpu_memory, args.gpus or config.train.num_workers)
+    except (ValueError, FileNotFoundError) as err:
+        parser.exit(1, f"error: {err}\n")
     print(json.dumps({**asdict(p), "fits": p.fits}, indent=2) if args.json else format_plan(p))
 
 

@@ -220,6 +220,11 @@ def save_trained(peft_model, tokenizer, out_dir: str | Path, meta: dict[str, Any
 def load_trained(model_dir: str | Path, trainable: bool = False):
     """A saved adapter directory → (PeftModel, tokenizer, meta)."""
     model_dir = Path(model_dir)
+    if not (model_dir / META_FILE).is_file():
+        raise FileNotFoundError(
+            f"{model_dir}: not a trained mmtpp model (no {META_FILE}; jobs/train.py writes "
+            "<output_dir>/stage<N>/model)"
+        )
     meta = json.loads((model_dir / META_FILE).read_text())
     tokenizer = load_tokenizer(model_dir)
     cfg = ModelConfig(**meta["model"])

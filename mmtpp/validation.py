@@ -107,13 +107,15 @@ def _cast_list(table: pa.Table, name: str, value_type: pa.DataType, source: str)
             source,
             name,
             f"expected list<{value_type}>, got {col.type} (types must be integers; "
-            "map names to ids with `mmtpp data import --format table`)"
+            "map names to ids with `mmtpp data import table FILE --out DIR`)"
             if name == "type"
             else f"expected list<{value_type}>, got {col.type}",
         )
     if name == "type" and table.num_rows:
         flat = pc.list_flatten(col)
-        if len(flat) and (pc.max(flat).as_py() or 0) > np.iinfo(np.int32).max:
+        info = np.iinfo(np.int32)
+        low, high = pc.min_max(flat).values() if len(flat) else (None, None)
+        if (high.as_py() or 0) > info.max or (low.as_py() or 0) < info.min:
             raise _column_problem(source, name, "type ids do not fit in int32")
     return col.cast(pa.list_(value_type))
 

@@ -36,3 +36,58 @@ def test_stats_compression_doubles_events_per_budget(synth, capsys):
 def test_errors_are_one_line(tmp_path, capsys):
     assert main(["data", "validate", str(tmp_path)]) == 1
     assert "not an mmtpp dataset" in capsys.readouterr().err
+
+
+def test_import_argument_errors_are_one_line(tmp_path, capsys):
+    csv = tmp_path / "ev.csv"
+    csv.write_text("seq_id,time,type\na,0,0\na,1,1\n")
+    out = str(tmp_path / "ds")
+    for argv, message in (
+        (["table", str(csv), "-o", "foo=1"], "unknown option(s) ['foo']; valid: ['time_format'"),
+        (["table"], "give the input file or folder (SOURCE)"),
+        (["nycflights", "somewhere"], "reads no SOURCE"),
+    ):
+        assert main(["data", "import", *argv, "--out", out]) == 1
+        assert message in capsys.readouterr().err
+
+
+def _job(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"job_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_job_options_are_declared_and_parsed(capsys):
+    from mmtpp.launch import parse_job_args
+
+    train, tune = _job("train"), _job("tune")
+    argv = train.stage_alias(["stage=2", "lora.r=4"])
+    config, args = parse_job_args(train.__doc__, argv, train.stage_argument)
+    assert (args.stage, config.lora.r) == ("2", 4)
+    assert parse_job_args(tune.__doc__, ["--resume"], tune.resume_argument)[1].resume
+    with pytest.raises(SystemExit):
+        parse_job_args(train.__doc__, ["--stage", "3"], train.stage_argument)
+    with pytest.raises(SystemExit):
+        parse_job_args(train.__doc__, ["--help"], train.stage_argument)
+    text = capsys.readouterr().out
+    assert "--stage {1,2,both}" in text and "-- \\\n" in text  # the docstring's continuation
+    assert "data.tokenizer=null" in text
+
+
+def test_evaluate_job_refuses_keys_it_would_ignore(tmp_path, monkeypatch, capsys):
+    evaluate = _job("evaluate")
+    base = ["evaluate.py", "--model", str(tmp_path), "--prepared", str(tmp_path),
+            "--dataset", str(tmp_path), "--out", str(tmp_path / "report")]  # fmt: skip
+    monkeypatch.setattr("sys.argv", [*base, "data.delta=0.5"])
+    with pytest.raises(SystemExit):
+        evaluate.main()
+    assert "only eval.* keys apply here" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", base)
+    assert evaluate.main() == 1
+    assert "no manifest.json" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()

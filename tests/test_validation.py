@@ -160,3 +160,15 @@ def test_strict_passes_clean_data(tmp_path):
     report = validate_dataset(write(tmp_path))
     assert report.ok and report.events == 3 and not report.problems
     assert np.isclose(report.valid_events, 3)
+
+
+@pytest.mark.parametrize("bad", [-(2**40), 2**40])
+def test_type_ids_beyond_int32_name_the_file_and_field(bad):
+    import pyarrow as pa
+
+    from mmtpp.validation import ValidationError, conform_table
+
+    table = pa.table({"seq_id": ["a"], "time": [[0.0, 1.0]], "type": [[0, bad]],
+                      "text": [[None, None]]})  # fmt: skip
+    with pytest.raises(ValidationError, match=r"f\.parquet, field 'type': type ids do not fit"):
+        conform_table(table, "f.parquet")
