@@ -51,9 +51,26 @@ def deepspeed_config(train: TrainConfig, model: ModelConfig, world_size: int) ->
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if train.offload:
+        # our torch AdamW steps the offloaded states on the CPU: with LoRA they are a few
+        # million parameters, where DeepSpeedCPUAdam's compiled op would gain little
+        cfg["zero_force_ds_cpu_optimizer"] = False
     if train.grad_clip > 0:
         cfg["gradient_clipping"] = train.grad_clip
     return cfg
+
+
+def backward_and_step(engine, loss) -> bool:
+    """Backward and step one micro-batch; True when it completed an optimizer step.
+
+    The boundary is read before ``engine.step()``: DeepSpeed advances its micro-batch count
+    in ``step()``, after which ``is_gradient_accumulation_boundary()`` speaks of the next
+    micro-batch (with ``grad_accum`` > 1 a step would be counted one micro-batch early).
+    """
+    boundary = engine.is_gradient_accumulation_boundary()
+    engine.backward(loss)
+    engine.step()
+    return boundary
 
 
 def lr_lambda(warmup: int, total: int):
@@ -75,12 +92,20 @@ def stage_dir(config: Config, stage: int) -> Path:
 # --- the worker ---------------------------------------------------------------------------
 
 
-def _build_model(config: Config, stage: int, tokenizer, num_types: int, base_path: str):
+def _build_model(config: Config, tokenizer, num_types: int, base_path: str, start_from: str | None):
+    """The base with a fresh LoRA adapter, or continuing the adapter in ``start_from``
+    (the driver decides; a worker that cannot see that directory fails rather than quietly
+    training a fresh adapter: ``output_dir`` must be on storage every node mounts)."""
     from mmtpp.model import add_lora, added_token_ids, load_adapter, load_base
 
     model = load_base(base_path, config.model, tokenizer)
-    if stage == 2 and (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
-        return load_adapter(model, stage_dir(config, 1) / MODEL_SUBDIR / "adapter", trainable=True)
+    if start_from is not None:
+        if not Path(start_from).is_dir():
+            raise FileNotFoundError(
+                f"{start_from}: the stage-1 adapter is not visible on this node; output_dir "
+                "must be on storage every node mounts"
+            )
+        return load_adapter(model, Path(start_from) / "adapter", trainable=True)
     return add_lora(model, config.lora, added_token_ids(tokenizer, num_types))
 
 
@@ -146,7 +171,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     tokenizer = load_tokenizer(prepared / "tokenizer")
     manifest = json.loads((prepared / "manifest.json").read_text())
     num_types = manifest["num_types"]
-    model = _build_model(config, stage, tokenizer, num_types, loop_config["base_path"])
+    model = _build_model(config, tokenizer, num_types, loop_config["base_path"],
+                         loop_config.get("start_from"))  # fmt: skip
     spec = ImageSpec(config.data.image_min_pixels, config.data.image_max_pixels)
     processor = image_processor(spec)
     image_token_id = model.config.image_token_id
@@ -175,7 +201,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt:
-            engine.load_checkpoint(ckpt, tag=DS_TAG)
+            loaded, _ = engine.load_checkpoint(ckpt, tag=DS_TAG, load_module_strict=False)
+            if loaded is None:  # DeepSpeed returns None rather than raising
+                raise FileNotFoundError(f"{ckpt}: no DeepSpeed checkpoint '{DS_TAG}' to resume")
             state = json.loads((Path(ckpt) / STATE_FILE).read_text())
         if rank == 0:
             print(f"[stage {stage}] resumed at step {state['step']} (epoch {state['epoch']})")
@@ -207,15 +235,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     def save_and_report(metrics: dict[str, Any]) -> None:
         log(metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            engine.save_checkpoint(tmp, tag=DS_TAG)
+            # the frozen base is reloaded from model.base: the checkpoint holds what trains
+            engine.save_checkpoint(tmp, tag=DS_TAG, exclude_frozen_parameters=True)
             _save_model(engine, tokenizer, Path(tmp) / MODEL_SUBDIR, meta,
                         config.train.zero_stage, rank)  # fmt: skip
             if rank == 0:
                 (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
+    def batch_of(rows: list[dict]) -> dict[str, torch.Tensor]:
+        inputs = collate(rows, processor, pad_id, image_token_id, spec)
+        return {k: v.to(engine.device) for k, v in inputs.items()}  # the GPU, if any
+
     def mean_across(value: float, count: float) -> float:
-        t = torch.tensor([value, count], dtype=torch.float64)
+        # on the engine's device: NCCL reduces only CUDA tensors
+        t = torch.tensor([value, count], dtype=torch.float64, device=engine.device)
         if dist.is_initialized():
             dist.all_reduce(t)
         return float(t[0] / max(t[1], 1.0))
@@ -229,7 +263,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         with torch.no_grad():
             for batch in shard.iter_batches(batch_size=config.train.micro_batch,
                                             batch_format="pyarrow"):  # fmt: skip
-                inputs = collate(batch.to_pylist(), processor, pad_id, image_token_id, spec)
+                inputs = batch_of(batch.to_pylist())
                 tokens = float((inputs["labels"][:, 1:] != -100).sum())
                 total_loss += float(engine(**inputs).loss) * tokens
                 n += tokens
@@ -252,18 +286,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ):
             if micro < skip:
                 continue  # resume at the same data position within the epoch
-            inputs = collate(batch.to_pylist(), processor, pad_id, image_token_id, spec)
+            inputs = batch_of(batch.to_pylist())
             if per_example:
                 labels = inputs.pop("labels")
                 loss = example_mean_loss(engine(**inputs).logits, labels)
             else:
                 loss = engine(**inputs).loss
-            engine.backward(loss)
-            engine.step()
+            stepped = backward_and_step(engine, loss)
             window_loss.append(loss.item())
             window_tokens += int(inputs["attention_mask"].sum())
             state["micro_in_epoch"] = micro + 1
-            if not engine.is_gradient_accumulation_boundary():
+            if not stepped:
                 continue
             state["step"] += 1
             step = state["step"]
@@ -278,6 +311,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 metrics = {
                     "stage": stage,
                     "step": step,
+                    "optimizer_steps": engine.global_steps,  # DeepSpeed's count: equals step
                     "epoch": state["epoch"],
                     "loss": float(np.mean(window_loss)),
                     "lr": float(scheduler.get_last_lr()[0]),
@@ -396,8 +430,12 @@ def run_training(
     output = Path(config.output_dir).resolve()
     # Workers run in their own directories: give them absolute paths.
     config = dataclasses.replace(config, output_dir=str(output))
-    if stage == 2 and not (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
-        print("stage 2: no stage-1 adapter found, starting from a fresh adapter", flush=True)
+    start_from = None
+    if stage == 2:
+        if (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
+            start_from = str(stage_dir(config, 1) / MODEL_SUBDIR)
+        else:
+            print("stage 2: no stage-1 adapter found, starting from a fresh adapter", flush=True)
     base = materialize_base(config.model, load_tokenizer(prepared / "tokenizer"), output / "base")
     datasets = {}
     for split in ("train", "val"):
@@ -428,6 +466,7 @@ def run_training(
             "prepared_dir": str(prepared),
             "base_path": str(base),
             "rows_per_worker": rows,
+            "start_from": start_from,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers,

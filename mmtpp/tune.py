@@ -48,8 +48,10 @@ def trainable(params: dict[str, Any], base: dict[str, Any], search_dir: str) -> 
 
     from mmtpp.train import run_training
 
-    trial_dir = ray.tune.get_context().get_trial_dir()
-    config = trial_config(base, params, str(Path(trial_dir) / "run"))
+    # under the search directory, not Tune's node-local trial directory: the trial's Train
+    # workers, on any node, write the adapters and metrics the trial then reads
+    trial_dir = Path(search_dir) / "trials" / ray.tune.get_context().get_trial_id()
+    config = trial_config(base, params, str(trial_dir))
     data = prepared_dir(Path(search_dir), params["data.delta"])
     if config.tune.with_stage1:
         run_training(config, 1, data)
