@@ -264,8 +264,11 @@ def encode_texts(
     tokenizer: PreTrainedTokenizerBase | Tokenizer, texts: list[str]
 ) -> list[list[int]]:
     """Token ids of many texts at once, without special tokens (fast path of ``tokenizers``:
-    no character offsets are computed)."""
+    no character offsets are computed). A text is plain text: a ``<|image_pad|>`` or
+    ``<|end_of_event|>`` written in it is split into ordinary tokens, never matched as the
+    special token (a user's text cannot forge events, types or image slots)."""
     if not texts:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    backend.encode_special_tokens = True
     return [enc.ids for enc in backend.encode_batch_fast(texts, add_special_tokens=False)]

@@ -34,7 +34,11 @@ class Limits(BaseModel):
     max_events: int = 2048
     max_text_chars: int = 2000
     max_image_bytes: int = 512 * 1024
+    max_image_pixels: int = 1024 * 1024  # decoded size: checked from the header first
     image_formats: list[str] = ["PNG", "JPEG"]
+    # prompt rows per model call (a history sampled k times is k rows): bounds the memory
+    # of one call whatever the batch and the requested samples
+    max_rows_per_call: int = 64
 
 
 class ServerConfig(BaseModel):
@@ -159,26 +163,38 @@ class MMTPPServer:
                 401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    def decode_image(self, ref: str, where: str) -> bytes | str:
+    def decode_image(self, ref: str, where: str) -> bytes:
+        """The checked, encoded bytes of a request image: base64 PNG/JPEG, or a path under
+        ``image_root`` (read here, so that a bad image fails its own request only)."""
+        from mmtpp.images import ImageError, ImageSpec, open_image, read_bytes
+
         limits = self.config.limits
         if ref.startswith(("http://", "https://", "file:")):
             raise _problem(422, where, "URLs are refused: send base64 image bytes")
-        looks_like_path = "/" in ref[:64] and "." in ref[-6:] and len(ref) < 512
-        if looks_like_path and not ref.startswith(("iVBOR", "/9j/")):
-            if self.config.image_root is None:
-                raise _problem(422, where, "image paths are refused (no image_root configured)")
-            return ref
         try:
             data = base64.b64decode(ref, validate=True)
         except (binascii.Error, ValueError) as err:
-            raise _problem(422, where, f"not valid base64: {err}") from err
-        if len(data) > limits.max_image_bytes:
-            raise _problem(413, where, f"{len(data)} bytes > limit {limits.max_image_bytes}")
-        fmt = _image_format(data)
-        if fmt not in limits.image_formats:
-            raise _problem(
-                422, where, f"image format {fmt or 'unknown'} not in {limits.image_formats}"
-            )
+            data, b64_error = None, err
+        spec = ImageSpec(self.predictor.spec.min_pixels, self.predictor.spec.max_pixels,
+                         max_bytes=limits.max_image_bytes,
+                         max_source_pixels=limits.max_image_pixels)  # fmt: skip
+        try:
+            is_image = data is not None and _image_format(data) is not None
+            if not is_image and self.config.image_root is not None and len(ref) < 512:
+                data = read_bytes(ref, self.config.image_root, spec)  # a path under the root
+            elif data is None:
+                raise _problem(422, where, f"not valid base64 ({b64_error}); image paths "
+                                           "need image_root in the server config")  # fmt: skip
+            if len(data) > limits.max_image_bytes:
+                raise _problem(413, where, f"{len(data)} bytes > limit {limits.max_image_bytes}")
+            fmt = _image_format(data)
+            if fmt not in limits.image_formats:
+                raise _problem(
+                    422, where, f"image format {fmt or 'unknown'} not in {limits.image_formats}"
+                )
+            open_image(data, spec)  # decodes: a truncated file fails here, not in a batch
+        except ImageError as err:
+            raise _problem(413 if err.reason == "oversize" else 422, where, str(err)) from err
         return data
 
     # --- endpoints ------------------------------------------------------------------------
@@ -223,9 +239,16 @@ class MMTPPServer:
         from mmtpp.events import EventSequence
 
         limits = self.config.limits
-        body = await request.body()
-        if len(body) > limits.max_body_bytes:
-            raise _problem(413, "body", f"{len(body)} bytes > limit {limits.max_body_bytes}")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise _problem(413, "body", f"{declared} bytes > limit {limits.max_body_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # never more than the limit in memory
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise _problem(413, "body", f"more than the limit {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             req = PredictIn.model_validate_json(body)
         except ValueError as err:
@@ -283,18 +306,37 @@ class MMTPPServer:
             decode = items[idx[0]][2]
             options = DecodeOptions(**decode.model_dump())
             histories = [items[i][0] for i in idx]
+            sampled = "time" in tasks and options.time_mode in ("mean", "median")
+            per_call = max(1, self.config.limits.max_rows_per_call // (
+                options.samples if sampled else 1))  # fmt: skip
             start = time.perf_counter()
-            try:
-                # On the event loop, not in a thread: measured faster (bench_serve), as
-                # requests that arrive meanwhile wait and then fill the next batch at once.
-                preds = self.predictor.predict(histories, list(tasks), options,
-                                               batch_size=len(idx))  # fmt: skip
-            except ValueError as err:
-                preds = [err] * len(idx)
+            # On the event loop, not in a thread: measured faster (bench_serve), as
+            # requests that arrive meanwhile wait and then fill the next batch at once.
+            preds = self.predict_isolated(histories, list(tasks), options, per_call)
             self.model_seconds += time.perf_counter() - start
             for i, p in zip(idx, preds, strict=True):
                 out[i] = p
         return out
+
+    def predict_isolated(self, histories: list, tasks: list[str], options, per_call: int):
+        """Predictions in calls of ``per_call`` histories; a call that fails (an input only
+        the model path refuses, such as a last event too long for the budget) is redone one
+        history at a time, so that only the offending request gets the error."""
+        preds: list[Any] = []
+        for i in range(0, len(histories), per_call):
+            chunk = histories[i : i + per_call]
+            try:
+                preds.extend(self.predictor.predict(chunk, tasks, options, len(chunk)))
+            except ValueError as err:
+                if len(chunk) == 1:
+                    preds.append(err)
+                    continue
+                for h in chunk:
+                    try:
+                        preds.extend(self.predictor.predict([h], tasks, options, 1))
+                    except ValueError as one:
+                        preds.append(one)
+        return preds
 
 
 @app.exception_handler(HTTPException)
