@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import (
     PreTrainedTokenizerBase,
     Qwen2_5_VLConfig,
@@ -294,3 +295,34 @@ def collate(
         batch["pixel_values"] = out["pixel_values"]
         batch["image_grid_thw"] = grid
     return batch
+
+
+def with_blank_image(
+    batch: dict[str, torch.Tensor],
+    processor: Qwen2VLImageProcessorPil,
+    spec: ImageSpec,
+    pad_id: int,
+    image_token_id: int,
+) -> dict[str, torch.Tensor]:
+    """A batch without images with one blank image added where it changes nothing: its
+    ``<|image_pad|>`` tokens are appended after every row's tokens, unattended (attention
+    mask 0) and unlabelled, so the loss and every real position's logits stay the same while
+    the vision tower runs (ZeRO-3 needs every rank to run it, see train.py)."""
+    from PIL import Image
+
+    side = spec.factor * 2
+    out = processor(images=[Image.new("RGB", (side, side))], return_tensors="pt")
+    n = int(out["image_grid_thw"].prod()) // spec.merge_size**2
+    rows = batch["input_ids"].shape[0]
+    extra_ids = torch.full((rows, n), pad_id, dtype=torch.long)
+    extra_ids[0] = image_token_id
+    return {
+        "input_ids": torch.cat([batch["input_ids"], extra_ids], 1),
+        "attention_mask": F.pad(batch["attention_mask"], (0, n), value=0),
+        "labels": F.pad(batch["labels"], (0, n), value=IGNORE_INDEX),
+        "mm_token_type_ids": torch.cat(
+            [batch["mm_token_type_ids"], (extra_ids == image_token_id).int()], 1
+        ),
+        "pixel_values": out["pixel_values"],
+        "image_grid_thw": out["image_grid_thw"],
+    }

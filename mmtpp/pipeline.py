@@ -51,7 +51,13 @@ def run_pipeline(config: Config) -> dict[str, Any]:
         compress=e.compress,
     )  # fmt: skip
     out = Path(config.output_dir) / "report"
-    results = evaluate(
+    run_evaluation = evaluate
+    if config.train.use_gpu:  # on a GPU node of the cluster, not in the job's driver
+        import ray
+
+        remote = ray.remote(num_gpus=1, num_cpus=1)(evaluate)
+        run_evaluation = lambda *a, **k: ray.get(remote.remote(*a, **k))  # noqa: E731
+    results = run_evaluation(
         stage_dir(config, 2) / MODEL_SUBDIR,
         prepared.output_dir,
         resolve_dataset(config),

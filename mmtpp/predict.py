@@ -94,10 +94,14 @@ class Predictor:
         model_dir: str | Path,
         image_root: str | Path | None = None,
         dtype: str | None = None,
+        device: str | None = None,
     ):
         torch.set_flush_denormal(True)
         peft_model, self.tokenizer, self.meta = load_trained(model_dir)
         self.model = peft_model.merge_and_unload().eval()  # same outputs, faster inference
+        # default: the GPU when this process has one (a Serve replica or task given one)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
         if dtype is not None:
             if dtype not in INFERENCE_DTYPES:
                 raise ValueError(f"dtype must be one of {INFERENCE_DTYPES}, got {dtype!r}")
@@ -161,6 +165,9 @@ class Predictor:
 
     # --- generation -----------------------------------------------------------------------
 
+    def _column(self, rows: int, token: int) -> torch.Tensor:
+        return torch.full((rows, 1), token, device=self.device)
+
     def _batch(self, prompts: Sequence[Prompt], drop_last: bool = False):
         """Left-padded model inputs for prompts (without their last token if ``drop_last``)."""
         rows = [
@@ -170,7 +177,7 @@ class Predictor:
         batch = collate(rows, self.processor, self.ids.eos, self.ids.image_pad, self.spec)
         batch = _left_pad(batch)
         batch.pop("labels")
-        return batch
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def _generate(self, batch: dict, task: str, options: DecodeOptions, **kwargs) -> list:
         """Generated token ids after the batch's prompts (``num_return_sequences`` per row)."""
@@ -228,7 +235,7 @@ class Predictor:
         rows = len(first)
         out = {}
         for task in tasks:
-            cont = _append(batch, torch.full((rows, 1), self.ids.task_ids[task]))
+            cont = _append(batch, self._column(rows, self.ids.task_ids[task]))
             generated = self._generate(cont, task, options, cache=cache)
             cache.crop(history - cache.get_seq_length())
             out[task] = [[self.parser.parse(task, g)] for g in generated]
@@ -247,8 +254,8 @@ class Predictor:
         """
         batch = self._batch(prompts)
         rows = len(prompts)
-        byte_ids = torch.as_tensor(self.ids.byte_ids)
-        batch.update(_append(batch, torch.full((rows, 1), self.ids.time_start)))
+        byte_ids = torch.as_tensor(self.ids.byte_ids, device=self.device)
+        batch.update(_append(batch, self._column(rows, self.ids.time_start)))
         out = self._one_step(batch, output_logits=True)
         p1 = torch.softmax(out.logits[0].float(), -1)[:, byte_ids]  # [B, 256]
         p_first, first = p1.topk(top, dim=1)
@@ -262,7 +269,7 @@ class Predictor:
         cont = _append(repeated, byte_ids[first.reshape(-1, 1)])
         out = self._one_step(cont, output_logits=True, cache=cache)
         p2 = torch.softmax(out.logits[0].float(), -1)[:, byte_ids].reshape(rows, top, 256)
-        return first.numpy(), p_first.numpy(), p2.numpy()
+        return first.cpu().numpy(), p_first.cpu().numpy(), p2.cpu().numpy()
 
     def expected_times(self, prompts: Sequence[Prompt]) -> list[Parsed]:
         """The conditional mean gap under the model (what minimises RMSE), deterministic.
@@ -312,8 +319,9 @@ class Predictor:
         ]
         batch = collate(rows, self.processor, self.ids.eos, self.ids.image_pad, self.spec)
         batch = _left_pad(batch)
-        ids = batch["input_ids"]
         batch.pop("labels")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        ids = batch["input_ids"]
         keep = max(len(r) for r in responses) + 1
         logits = self.model(**batch, logits_to_keep=keep).logits.float()
         log_probs = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts the last keep-1
@@ -322,7 +330,7 @@ class Predictor:
             n = len(r)
             targets = ids[row, ids.shape[1] - n :]
             picked = log_probs[row, keep - 1 - n :].gather(1, targets[:, None])[:, 0]
-            out.append(picked.numpy().astype(np.float64))
+            out.append(picked.cpu().numpy().astype(np.float64))
         return out
 
     def predict_prompts(

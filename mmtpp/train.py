@@ -157,7 +157,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from mmtpp.images import ImageSpec
-    from mmtpp.model import collate, image_processor
+    from mmtpp.model import collate, image_processor, with_blank_image
     from mmtpp.tokens import load_tokenizer
 
     torch.set_flush_denormal(True)
@@ -245,6 +245,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     def batch_of(rows: list[dict]) -> dict[str, torch.Tensor]:
         inputs = collate(rows, processor, pad_id, image_token_id, spec)
+        if config.train.zero_stage == 3 and "pixel_values" not in inputs:
+            # ZeRO-3 gathers the partitioned vision tower in its forward: a rank whose batch
+            # had no image would skip it while the others wait there (a hang)
+            inputs = with_blank_image(inputs, processor, spec, pad_id, image_token_id)
         return {k: v.to(engine.device) for k, v in inputs.items()}  # the GPU, if any
 
     def mean_across(value: float, count: float) -> float:

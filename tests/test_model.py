@@ -127,3 +127,30 @@ def test_tiny_base_is_rebuilt_when_its_recipe_changes(setup, tmp_path):
     finally:
         cfg.model.seed -= 1
     assert (path / "config.json").stat().st_mtime_ns != stamp
+
+
+def test_a_blank_image_changes_neither_loss_nor_logits(setup):
+    """ZeRO-3 runs the vision tower on every batch (train.py): the blank image it adds to a
+    batch without images must leave the loss and every real position's logits alone."""
+    from mmtpp.model import with_blank_image
+    from mmtpp.train import example_mean_loss
+
+    _tmp, cfg, tokenizer, base, rows = setup
+    torch.manual_seed(0)
+    model = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
+                     added_token_ids(tokenizer, NUM_TYPES)).eval()  # fmt: skip
+    plain = [r for r in rows if not r["images"]][:3]
+    assert len(plain) == 3
+    batch = batch_of(plain, tokenizer, model)
+    spec = ImageSpec()
+    blank = with_blank_image(batch, image_processor(spec), spec, tokenizer.eos_token_id,
+                             model.config.image_token_id)  # fmt: skip
+    assert "pixel_values" in blank and blank["input_ids"].shape[1] > batch["input_ids"].shape[1]
+    with torch.no_grad():
+        a, b = model(**batch), model(**blank)
+    width = batch["input_ids"].shape[1]
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(b.logits[:, :width][real], a.logits[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.loss, a.loss, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(example_mean_loss(b.logits, blank["labels"]),
+                               example_mean_loss(a.logits, batch["labels"]))  # fmt: skip
