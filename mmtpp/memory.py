@@ -5,8 +5,16 @@ weights) from the checkpoint's ``config.json`` or a built-in preset of Qwen2.5-V
 Model states follow ZeRO's partitioning (Rajbhandari et al. 2020) with LoRA in mind: frozen
 weights in the training dtype, and only the trainable parameters (adapters + new token rows)
 carry fp32 master weights, gradients and Adam moments. DeepSpeed's own estimator is printed
-next to it for full fine-tuning. Activations use Korthikanti et al. (2022): per layer
-``s·b·h·(34 + 5·a·s/h)`` bytes in 16-bit, or ``2·s·b·h`` with gradient checkpointing.
+next to it for full fine-tuning. Activations follow Korthikanti et al. (2022), adapted to
+Qwen2.5-VL: per layer and token (16-bit) ``11h`` for attention, ``4h`` for the two RMSNorms,
+``2h + 8I`` for the SwiGLU MLP (I its width), ``3·(6h + I)`` for LoRA dropout's kept copies
+and masks on the seven adapted linears, plus ``5·a·s`` for the score matrix only with eager
+attention (SDPA and flash attention never store it). With gradient checkpointing each layer
+keeps its 16-bit input and one layer is recomputed in full at a time. The logits cost
+``12·s·b·V`` bytes (16-bit logits, their fp32 upcast in the loss, and the gradients; 8.3 of
+those bytes measured kept for backward). The working set adds the gradient reduce bucket
+(ZeRO-1/2) or the gathered parameters (ZeRO-3: ``stage3_max_live_parameters`` plus the
+largest layer, the embedding, gathered again for its trainable new rows).
 
     python -m mmtpp.memory --config jobs/configs/qwen2_5_vl_7b.yaml --preset 7b --gpu-memory 80
 """
@@ -22,6 +30,7 @@ import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from mmtpp.config import Config, load_config
+from mmtpp.train import REDUCE_BUCKET  # what train.deepspeed_config gives DeepSpeed
 
 GIB = 1024**3
 _VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
@@ -43,6 +52,7 @@ PRESETS = {
     },
 }  # fmt: skip
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+MAX_LIVE_PARAMETERS = 1_000_000_000  # elements: DeepSpeed's stage3_max_live_parameters
 
 
 @dataclass
@@ -56,6 +66,7 @@ class MemoryPlan:
     grads_gib: float
     optimizer_gib: float
     activations_gib: float
+    working_gib: float  # reduce bucket (ZeRO-1/2) or gathered parameters (ZeRO-3)
     total_gib: float
     deepspeed_full_finetune_gib: float
     gpu_memory_gib: float
@@ -110,15 +121,28 @@ def plan(config: Config, preset: str | None, gpu_memory_gib: float, world: int) 
     grads = trainable * dtype_bytes / (world if z >= 2 else 1)
     optimizer = trainable * 12 / (world if z >= 1 else 1)  # fp32 master + Adam m, v
     if t.offload:
-        params, optimizer = total * dtype_bytes / world * 0.1, 0.0  # a working set stays on GPU
+        params, optimizer = 0.0, 0.0  # on the CPU; the GPU holds the gathered working set
     text = mc.text_config
     s, b, h, a = config.data.budget, t.micro_batch, text.hidden_size, text.num_attention_heads
-    per_layer = (
-        2 * s * b * h if config.model.gradient_checkpointing else s * b * h * (34 + 5 * a * s / h)
-    )
-    activations = per_layer * text.num_hidden_layers + s * b * text.vocab_size * 4  # + logits
+    width = text.intermediate_size
+    per_token = 11 * h + 4 * h + (2 * h + 8 * width) + 3 * (6 * h + width)
+    if config.model.attn_implementation == "eager":
+        per_token += 5 * a * s
+    full_layer = s * b * per_token
+    layers = text.num_hidden_layers
+    if config.model.gradient_checkpointing:
+        activations = 2 * s * b * h * layers + full_layer
+    else:
+        activations = full_layer * layers
+    activations += 12 * s * b * text.vocab_size  # logits
+    if z == 3 or t.offload:
+        working = (min(MAX_LIVE_PARAMETERS, total) + 2 * largest) * dtype_bytes
+    elif z >= 1:
+        working = min(REDUCE_BUCKET, trainable) * dtype_bytes * (2 if z == 1 else 1)
+    else:
+        working = 0.0
     ds_full = _deepspeed_full(total, largest, z, world)
-    total_bytes = params + grads + optimizer + activations
+    total_bytes = params + grads + optimizer + activations + working
     return MemoryPlan(
         name=preset or config.model.base,
         total_params=total,
@@ -129,6 +153,7 @@ def plan(config: Config, preset: str | None, gpu_memory_gib: float, world: int) 
         grads_gib=grads / GIB,
         optimizer_gib=optimizer / GIB,
         activations_gib=activations / GIB,
+        working_gib=working / GIB,
         total_gib=total_bytes / GIB,
         deepspeed_full_finetune_gib=ds_full / GIB,
         gpu_memory_gib=gpu_memory_gib,
@@ -158,6 +183,7 @@ def format_plan(p: MemoryPlan) -> str:
             f"  gradients    {p.grads_gib:8.2f} GiB",
             f"  optimizer    {p.optimizer_gib:8.2f} GiB",
             f"  activations  {p.activations_gib:8.2f} GiB",
+            f"  working set  {p.working_gib:8.2f} GiB  (reduce bucket / gathered parameters)",
             f"  total        {p.total_gib:8.2f} GiB per GPU -> {verdict} in "
             f"{p.gpu_memory_gib:.0f} GiB (10% headroom)",
             f"  (DeepSpeed estimate for full fine-tuning model states: "

@@ -30,11 +30,16 @@ STATE_FILE = "train_state.json"
 DATA_CPUS = 0.25  # per Ray Data read task feeding the workers
 MODEL_SUBDIR = "model"
 DS_TAG = "ds"
+REDUCE_BUCKET = 50_000_000  # elements of DeepSpeed's gradient reduce bucket (ZeRO-1/2)
 
 
 def deepspeed_config(train: TrainConfig, model: ModelConfig, world_size: int) -> dict[str, Any]:
     """DeepSpeed's config, generated from ours (never kept in a second file)."""
     zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.zero_stage in (1, 2):
+        # LoRA trains a few tens of millions of parameters: DeepSpeed's 5e8-element default
+        # bucket would hold ~1 GiB for nothing (mmtpp.memory counts this one)
+        zero["reduce_bucket_size"] = REDUCE_BUCKET
     if train.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     if train.offload:

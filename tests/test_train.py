@@ -19,7 +19,8 @@ def test_deepspeed_config_follows_ours():
     assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
     cpu = load_config()
     ds = deepspeed_config(cpu.train, cpu.model, world_size=2)
-    assert ds["zero_optimization"] == {"stage": 2} and not ds["bf16"]["enabled"]
+    assert ds["zero_optimization"] == {"stage": 2, "reduce_bucket_size": 50_000_000}
+    assert not ds["bf16"]["enabled"]
     assert ds["gradient_clipping"] == 1.0
     with pytest.raises(ValueError, match="offload needs zero_stage=3"):
         load_config(overrides=["train.offload=true"])
