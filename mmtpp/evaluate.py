@@ -137,6 +137,9 @@ def _reference(
         float(np.median(train_gaps)),
         int(np.bincount(train_types).argmax()),
         bayes,
+        # training type frequencies (add-one smoothed): the baseline's type distribution
+        (np.bincount(train_types, minlength=info.num_types) + 1.0)
+        / (train_types.size + info.num_types),
     )
 
 
@@ -188,11 +191,15 @@ def likelihoods(
     bayes: dict,
     batch_size: int,
     prompts_by_task: dict[str, list[Prompt]] | None = None,
+    baseline: tuple[float, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Teacher-forced NLL of the true next gap (nats per event, a density: the four byte
     tokens' log-probability minus the log-width of the float32 cell, SPEC §7) and of the
     true type (cross-entropy), on the test prompts (default: the prepared ones), beside
-    the true process's."""
+    the true process's and — given ``baseline`` = (training mean gap, type frequencies) —
+    the baseline's: exponential gaps at the mean rate (a Poisson process) and types drawn
+    at their training frequencies, with the fraction of the baseline → true-process gap
+    the model captures (SPEC §7)."""
     out: dict[str, Any] = {}
     for task, positions in (("time", slice(1, 5)), ("type", slice(1, 2))):
         task_rows = rows.get(task, [])
@@ -207,14 +214,33 @@ def likelihoods(
             for lp in predictor.response_log_probs(prompts, responses):
                 nll.append(-float(lp[positions].sum()))
         nll_arr = np.asarray(nll)
+        scored = np.ones(len(task_rows), dtype=bool)
         if task == "time":
             gaps = np.array([r["true_gap"] for r in task_rows])
             nll_arr = nll_arr + np.log(float32_interval_width(gaps))
-        res: dict[str, Any] = {"model": float(nll_arr.mean()), "targets": len(task_rows)}
-        if bayes:
+            scored = gaps > 0  # a tie's float32 cell is degenerate: counted apart
+        res: dict[str, Any] = {
+            "model": float(nll_arr[scored].mean()) if scored.any() else None,
+            "targets": int(scored.sum()),
+        }
+        if task == "time":
+            res["zero_gaps_excluded"] = int((~scored).sum())
+        if bayes and scored.any():
             field = "nll_time" if task == "time" else "nll_type"
-            true = [getattr(bayes[r["seq_id"]], field)[r["target"] - 1] for r in task_rows]
+            true = [getattr(bayes[r["seq_id"]], field)[r["target"] - 1]
+                    for r, keep in zip(task_rows, scored, strict=True) if keep]  # fmt: skip
             res["bayes"] = float(np.mean(true))
+        if baseline is not None and scored.any():
+            mean_gap, type_freq = baseline
+            kept = [r for r, keep in zip(task_rows, scored, strict=True) if keep]
+            if task == "time":
+                gaps_kept = np.array([r["true_gap"] for r in kept])
+                base = np.log(mean_gap) + gaps_kept / mean_gap
+            else:
+                base = -np.log(type_freq[[r["true_type"] for r in kept]])
+            res["baseline"] = float(np.mean(base))
+            if "bayes" in res:
+                res["captured"] = captured(res["model"], res["baseline"], res["bayes"])
         out[f"{task}_nll"] = res
     return out
 
@@ -300,7 +326,7 @@ def evaluate(
     data_cfg = manifest["config"]["data"]
     predictor = Predictor(model_dir, image_root=dataset_root)
     rows = _test_rows(prepared, max_per_task)
-    info, sequences, mean_gap, median_gap, majority, bayes = _reference(
+    info, sequences, mean_gap, median_gap, majority, bayes, type_freq = _reference(
         Path(dataset_root), data_cfg["split"], data_cfg["seed"], rows, _quarantined(prepared)
     )
     prompts_by_task = eval_prompts(predictor, rows, sequences, options.compress)
@@ -348,7 +374,9 @@ def evaluate(
             curves,
             previous,
         )
-    results["likelihood"] = likelihoods(predictor, rows, bayes, batch_size, prompts_by_task)
+    results["likelihood"] = likelihoods(
+        predictor, rows, bayes, batch_size, prompts_by_task, (mean_gap, type_freq)
+    )
     defaults = EvalConfig()
     ppl_lengths = defaults.ppl_lengths if ppl_lengths is None else ppl_lengths
     ppl_targets = defaults.ppl_targets if ppl_targets is None else ppl_targets
@@ -506,8 +534,12 @@ def format_table(r: dict[str, Any]) -> str:
     for key, name in (("time_nll", "time NLL (nats/event)"), ("type_nll", "type NLL (nats)")):
         nll = r.get("likelihood", {}).get(key)
         if nll:
-            lines.append(f"{name}: model {nll['model']:.3f}, true process "
-                         f"{_fmt(nll.get('bayes'), '.3f')}")  # fmt: skip
+            ties = nll.get("zero_gaps_excluded")
+            lines.append(f"{name}: model {_fmt(nll['model'], '.3f')}, baseline "
+                         f"{_fmt(nll.get('baseline'), '.3f')}, true process "
+                         f"{_fmt(nll.get('bayes'), '.3f')}, captured "
+                         f"{_fmt(nll.get('captured'), '.0%')}"
+                         + (f" ({ties} zero gaps left out)" if ties else ""))  # fmt: skip
     ppl = r.get("ppl_by_history") or []
     if ppl:
         by = {(p["compressed"], p["max_events"]): p for p in ppl}

@@ -47,12 +47,18 @@ def decode(byte_rows: ArrayLike) -> np.ndarray:
 def float32_interval_width(gaps: ArrayLike) -> np.ndarray:
     """Width of the float32 cell that holds each gap (for the exact time log-likelihood).
 
-    A gap decoded from four bytes stands for every real number that rounds to that float32;
-    the cell is one unit in the last place wide (``np.spacing``), so a probability mass over
-    byte tokens becomes a density by dividing by this width (SPEC §7).
+    A gap decoded from four bytes stands for every real number that rounds to that float32:
+    halfway to the float below up to halfway to the float above, so a probability mass over
+    byte tokens becomes a density by dividing by this width (SPEC §7). At a power of two the
+    spacing below is half the spacing above (the cell is 0.75 ulp wide, not 1). A zero gap
+    (tied times) holds only [0, half the smallest subnormal]: its density is degenerate, and
+    evaluation reports such targets apart.
     """
-    values = np.asarray(gaps, dtype=np.float32)
-    return np.spacing(np.abs(values)).astype(np.float64)
+    values = np.abs(np.asarray(gaps, dtype=np.float32))
+    above = np.nextafter(values, np.float32(np.inf)).astype(np.float64)
+    below = np.nextafter(values, np.float32(0)).astype(np.float64)
+    low = np.where(values > 0, (below + values) / 2, 0.0)
+    return (above + values.astype(np.float64)) / 2 - low
 
 
 @dataclass(frozen=True)

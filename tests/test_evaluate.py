@@ -81,10 +81,40 @@ def test_baselines_ignore_the_sequences_preparation_quarantined(tmp_path):
     quarantined = _quarantined(tmp_path / "prep")
     assert quarantined == {"bad"} and _quarantined(tmp_path) == set()
     split = [1.0, 0.0, 0.0]  # every sequence in train
-    _, sequences, mean_gap, median_gap, majority, _ = _reference(
+    _, sequences, mean_gap, median_gap, majority, _, type_freq = _reference(
         tmp_path / "ds", split, 0, {}, quarantined
     )
     assert "bad" not in sequences and len(sequences) == 6
     assert (mean_gap, median_gap, majority) == (2.0, 2.0, 1)
+    np.testing.assert_allclose(type_freq, [7 / 26, 19 / 26])  # 6 + 18 of 24, add-one
     with pytest.raises(ValueError):  # what the bad sequence did before: bincount of -1
         _reference(tmp_path / "ds", split, 0, {})
+
+
+def test_likelihoods_report_baseline_true_process_and_ties_apart():
+    from types import SimpleNamespace
+
+    from mmtpp.evaluate import likelihoods
+    from mmtpp.timecodec import float32_interval_width
+
+    class Fixed:  # every response token at log-prob -1
+        def response_log_probs(self, prompts, responses):
+            return [np.full(len(r), -1.0) for r in responses]
+
+    def row(task, gap, typ, target):
+        return {"seq_id": "s", "target": target, "input_ids": [1, 2, 3, 4, 5, 6, 7],
+                "prompt_length": 2, "images": [], "true_gap": gap, "true_type": typ}  # fmt: skip
+
+    rows = {"time": [row("time", 1.5, 0, 1), row("time", 0.0, 0, 2)],
+            "type": [row("type", 1.5, 1, 1), row("type", 0.0, 0, 2)]}  # fmt: skip
+    bayes = {"s": SimpleNamespace(nll_time=np.array([0.7, 0.1]), nll_type=np.array([0.5, 0.9]))}
+    out = likelihoods(Fixed(), rows, bayes, 8, baseline=(2.0, np.array([0.25, 0.75])))
+    t, y = out["time_nll"], out["type_nll"]
+    model_time = 4.0 + np.log(float32_interval_width([1.5])[0])  # 4 byte tokens
+    assert t["targets"] == 1 and t["zero_gaps_excluded"] == 1  # the tie is left out
+    assert t["model"] == pytest.approx(model_time)
+    assert t["baseline"] == pytest.approx(np.log(2.0) + 1.5 / 2.0) and t["bayes"] == 0.7
+    assert t["captured"] == pytest.approx((t["baseline"] - model_time) / (t["baseline"] - 0.7))
+    assert y["targets"] == 2 and y["model"] == pytest.approx(1.0)
+    assert y["baseline"] == pytest.approx(-(np.log(0.75) + np.log(0.25)) / 2)
+    assert y["bayes"] == pytest.approx(0.7)

@@ -92,7 +92,9 @@ def test_codec_rejects_bad_id_table():
         ByteTokenCodec(np.zeros(256))
 
 
-def test_interval_width_is_one_ulp():
-    w = timecodec.float32_interval_width([1.0, 0.0])
-    assert w[0] == pytest.approx(2.0**-23)
-    assert w[1] > 0
+def test_interval_width_is_the_float32_cell():
+    w = timecodec.float32_interval_width([1.0, 1.5, 0.0, 3.0e-45])
+    assert w[0] == 0.75 * 2.0**-23  # a power of two: half an ulp below, half above
+    assert w[1] == 2.0**-23  # one ulp elsewhere
+    assert w[2] == 2.0**-150  # [0, half the smallest subnormal]
+    assert w[3] == 2.0**-149
