@@ -146,7 +146,14 @@ def format_stats(stats: list[CompressionStats]) -> str:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from mmtpp.stats import dataset_stats
     from mmtpp.tokens import load_tokenizer
+    from mmtpp.validation import ValidationError, validate_dataset
 
+    try:  # statistics of bad data would mislead: the first problem, named, instead
+        validate_dataset(args.root, mode="strict")
+    except ValidationError as err:
+        print(f"error: {err}\n(run `mmtpp data validate {args.root} --mode quarantine` to "
+              "see every bad sequence)", file=sys.stderr)  # fmt: skip
+        return 1
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     deltas = sorted(set([0.0, *args.delta]))
     print(f"tokenizing {args.root} ...", file=sys.stderr)

@@ -13,6 +13,7 @@ to ``mmtpp.predict``.
 
 import base64
 import binascii
+import hmac
 import os
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ray import serve
 
 TASK = Literal["time", "type", "text"]
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class Limits(BaseModel):
@@ -90,6 +92,9 @@ class PredictIn(BaseModel):
                     f"events[{i}].time {self.events[i].time} is before events[{i - 1}].time "
                     f"{self.events[i - 1].time}: events must be sorted by time"
                 )
+            gap = self.events[i].time - self.events[i - 1].time
+            if gap > FLOAT32_MAX:  # the model reads gaps as float32
+                raise ValueError(f"events[{i}]: gap {gap:g} does not fit in float32")
         return self
 
 
@@ -158,7 +163,10 @@ class MMTPPServer:
     # --- auth and limits ------------------------------------------------------------------
 
     def check_token(self, authorization: str | None) -> None:
-        if self.token is not None and authorization != f"Bearer {self.token}":
+        wanted = f"Bearer {self.token}".encode()
+        if self.token is not None and not hmac.compare_digest(
+            (authorization or "").encode(), wanted
+        ):
             raise HTTPException(
                 401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )

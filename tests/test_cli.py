@@ -91,3 +91,13 @@ def test_evaluate_job_refuses_keys_it_would_ignore(tmp_path, monkeypatch, capsys
     assert evaluate.main() == 1
     assert "no manifest.json" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
+
+
+def test_stats_refuse_invalid_data_naming_the_problem(tmp_path, capsys):
+    csv = tmp_path / "ev.csv"
+    csv.write_text("seq_id,time,type\na,0,0\na,1,1\nb,0,0\nb,-1,0\n")
+    assert main(["data", "import", "table", str(csv), "--out", str(tmp_path / "ds")]) == 0
+    capsys.readouterr()
+    assert main(["data", "stats", str(tmp_path / "ds")]) == 1
+    err = capsys.readouterr().err
+    assert "sequence 'b', event 1, field 'time'" in err and "--mode quarantine" in err

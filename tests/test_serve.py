@@ -131,6 +131,8 @@ BAD = {
     "unsorted times": ({"events": [{"time": 2.0, "type": 0}, {"time": 1.0, "type": 0}]}, 422),
     "too many events": (history(51, image=False), 413),
     "type out of range": ({"events": [{"time": 0.0, "type": 99}]}, 422),
+    "gap beyond float32": ({"events": [{"time": 0.0, "type": 0}, {"time": 1e39, "type": 0}]},
+                           422),
     "bad base64": ({"events": [{"time": 0.0, "type": 0, "image": "***not base64***"}]}, 422),
     "oversize image": ({"events": [{"time": 0.0, "type": 0,
                         "image": base64.b64encode(png_bytes(400, 400) + b"0" * 30000).decode()}]},
