@@ -76,6 +76,13 @@ def rouge_l(preds: list[str], refs: list[str]) -> float:
     )
 
 
+def bleu(preds: list[str], refs: list[str]) -> float:
+    """Corpus BLEU (sacrebleu's defaults: 4-grams, its 13a tokenizer), in [0, 1]."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(preds, [refs]).score / 100)
+
+
 def captured(model: float, baseline: float, optimal: float) -> float | None:
     """Fraction of the baseline → Bayes-optimal improvement the model captures; None when
     the baseline is within 1% of the optimum (the fraction would be noise over a tiny gap)."""
@@ -405,11 +412,10 @@ def _score(task, rows, preds, mean_gap, median_gap, majority, bayes, num_types, 
     valid = [i for i, p in enumerate(preds) if task not in p.invalid]
     res: dict[str, Any] = {"valid": len(valid), "total": len(rows)}
     if task == "text":
-        res["rouge_l"] = (
-            rouge_l([preds[i].text for i in valid], [rows[i]["true_text"] for i in valid])
-            if valid
-            else None
-        )
+        pred_texts = [preds[i].text for i in valid]
+        refs = [rows[i]["true_text"] for i in valid]
+        res["rouge_l"] = rouge_l(pred_texts, refs) if valid else None
+        res["bleu"] = bleu(pred_texts, refs) if valid else None
         return res
     if task == "time" and not valid:  # nothing to score: the table and plot say so
         curves["time"] = (np.empty(0), np.empty(0))
@@ -524,6 +530,7 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(_row("type macro-F1", y["model"]["macro_f1"], base, b.get("macro_f1"), None))
     if x:
         lines.append(_row("text ROUGE-L", x.get("rouge_l"), "", None, None))
+        lines.append(_row("text BLEU", x.get("bleu"), "", None, None))
     inv = ", ".join(f"{k}: {sum(c.values())}/{r['targets'][k]}" for k, c in r["invalid"].items())
     lines.append(f"\ninvalid generations (counted, excluded from time errors): {inv}")
     samples = r.get("invalid_samples")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmtpp.evaluate import accuracy, captured, format_table, macro_f1, mae, rmse, rouge_l
+from mmtpp.evaluate import accuracy, bleu, captured, format_table, macro_f1, mae, rmse, rouge_l
 
 
 def test_metrics_against_hand_computed_values():
@@ -15,6 +15,9 @@ def test_metrics_against_hand_computed_values():
     assert rouge_l(["the cat sat"], ["the cat sat"]) == pytest.approx(1.0)
     # LCS("a b c d", "a c d e") = 3 -> P = R = 3/4
     assert rouge_l(["a b c d"], ["a c d e"]) == pytest.approx(0.75)
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)
+    # every n-gram matches; 4 words for a 5-word reference: brevity penalty e^(1 - 5/4)
+    assert bleu(["a b c d"], ["a b c d e"]) == pytest.approx(np.exp(1 - 5 / 4))
     assert captured(model=5.0, baseline=6.0, optimal=4.0) == 0.5
     assert captured(1.0, 2.0, 2.0) is None
     assert captured(3.0, 2.03, 2.024) is None  # a 0.3% gap: no meaningful fraction
