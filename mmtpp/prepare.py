@@ -36,7 +36,7 @@ from mmtpp.config import Config, DataConfig
 from mmtpp.events import SEQUENCES_DIR, ImageRef, read_info, sequence_files
 from mmtpp.images import ImageSpec, read_bytes
 from mmtpp.stats import image_token_counter
-from mmtpp.templates import EventTokens, Renderer
+from mmtpp.templates import EventTokens, Renderer, need_texts
 from mmtpp.tokens import (
     TokenIds,
     extend_tokenizer,
@@ -200,10 +200,16 @@ def _stage1_rows(
             close(open_doc[split])
 
 
-def _stage2_rows(et: EventTokens, seq, split: str, ctx: PrepareContext, rows: _Rows) -> None:
-    d, r = ctx.data, ctx.renderer
+def _targets(et: EventTokens, split: str, d: DataConfig) -> np.ndarray:
     count = d.eval_targets_per_sequence if split == "test" else d.targets_per_sequence
-    for target in sample_targets(len(et), count, d.min_history, d.seed, et.seq_id).tolist():
+    return sample_targets(len(et), count, d.min_history, d.seed, et.seq_id)
+
+
+def _stage2_rows(
+    et: EventTokens, seq, split: str, targets: np.ndarray, ctx: PrepareContext, rows: _Rows
+) -> None:
+    d, r = ctx.data, ctx.renderer
+    for target in targets.tolist():
         examples = r.examples(et, target, d.tasks, d.delta, d.budget, d.stage2_direction)
         for task, ex in examples.items():
             rows.add(
@@ -257,8 +263,12 @@ def process_table(table: pa.Table, ctx: PrepareContext, source: str = "<batch>")
     ets = ctx.renderer.event_tokens(seqs, counter)
     ctx.renderer.tokenize_shown(ets, d.delta, [d.stage1_direction, d.stage2_direction])
     _stage1_rows(ets, seqs, splits, ctx, rows)
-    for et, seq, split in zip(ets, seqs, splits, strict=True):
-        _stage2_rows(et, seq, split, ctx, rows)
+    targets = [_targets(et, split, d) for et, split in zip(ets, splits, strict=True)]
+    # in one call, the texts of each target and of the event before it (their prompt's
+    # last), which compression mostly hides from the windows `tokenize_shown` foresaw
+    need_texts(ets, [np.concatenate([t, t - 1]) for t in targets], ctx.renderer.encode)
+    for et, seq, split, tg in zip(ets, seqs, splits, targets, strict=True):
+        _stage2_rows(et, seq, split, tg, ctx, rows)
     return rows.table()
 
 
