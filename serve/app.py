@@ -121,6 +121,27 @@ app = FastAPI(
 )
 
 
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` written in place (the route reads its body
+    itself, under a size limit, so FastAPI cannot list the schema on /docs by itself)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    return walk(schema)
+
+
+PREDICT_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": _inline_refs(PredictIn.model_json_schema())}},
+}
+
+
 def _problem(status: int, loc: str, message: str) -> HTTPException:
     return HTTPException(status, detail=[{"loc": loc, "msg": message}])
 
@@ -239,7 +260,7 @@ class MMTPPServer:
             "model_seconds": round(self.model_seconds, 3),
         }
 
-    @app.post("/v1/predict", response_model=PredictOut)
+    @app.post("/v1/predict", response_model=PredictOut, openapi_extra={"requestBody": PREDICT_BODY})
     async def predict(
         self, request: Request, authorization: str | None = Header(None)
     ) -> PredictOut:

@@ -122,7 +122,11 @@ def test_prediction_equals_the_library(server):
     info = httpx.get(f"{URL}/v1/model", headers=HEADERS).json()
     assert info["delta"] == 0.2 and len(info["type_names"]) == NUM_TYPES
     assert info["dtype"] == "bfloat16"
-    assert httpx.get(f"{URL}/openapi.json").status_code == 200
+    body_schema = httpx.get(f"{URL}/openapi.json").json()["paths"]["/v1/predict"]["post"][
+        "requestBody"]["content"]["application/json"]["schema"]  # fmt: skip
+    event = body_schema["properties"]["events"]["items"]  # written in place: no dangling $ref
+    assert set(event["properties"]) == {"time", "type", "text", "image"}
+    assert body_schema["required"] == ["events"] and "$ref" not in str(body_schema)
 
 
 BAD = {
