@@ -128,9 +128,10 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
+            here = {k: walk(v) for k, v in node.items() if k != "$ref"}  # e.g. a default
             if "$ref" in node:
-                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: walk(v) for k, v in node.items()}
+                return {**walk(defs[node["$ref"].rsplit("/", 1)[-1]]), **here}
+            return here
         return [walk(v) for v in node] if isinstance(node, list) else node
 
     return walk(schema)

@@ -127,6 +127,7 @@ def test_prediction_equals_the_library(server):
     event = body_schema["properties"]["events"]["items"]  # written in place: no dangling $ref
     assert set(event["properties"]) == {"time", "type", "text", "image"}
     assert body_schema["required"] == ["events"] and "$ref" not in str(body_schema)
+    assert body_schema["properties"]["decode"]["default"]["samples"] == 8  # kept beside $ref
 
 
 BAD = {
