@@ -158,10 +158,39 @@ def load_base(
         )
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
-        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+        # mean_resizing would draw the new rows at random on every load: set below instead
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=False)
+    init_untrained_rows(model, _checkpoint_vocab_size(path) or rows)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
+
+
+def _checkpoint_vocab_size(path: str | Path) -> int | None:
+    """Tokens of the checkpoint's own tokenizer (None without ``tokenizer.json``): ids from
+    there on were added by mmtpp, whatever rows the checkpoint's (padded) table holds."""
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(file)).get_vocab_size(with_added_tokens=True)
+
+
+@torch.no_grad()
+def init_untrained_rows(model, known: int) -> None:
+    """Give every embedding row from ``known`` on — ids mmtpp added (in a real checkpoint
+    they land in its never-trained padding rows) and rows a resize appended — the mean of
+    the ``known`` rows the checkpoint's tokenizer covers, in the input table and (when
+    untied) the output one: a fixed value, so training, evaluation, Serve and ``merge`` see
+    the same rows on every load."""
+    weights = [model.get_input_embeddings().weight]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not weights[0]:
+        weights.append(head.weight)
+    for weight in weights:
+        if weight.shape[0] > known:
+            weight[known:] = weight[:known].float().mean(0).to(weight.dtype)
 
 
 def added_token_ids(tokenizer: PreTrainedTokenizerBase, num_types: int) -> list[int]:
@@ -257,8 +286,10 @@ def collate(
     """Prepared rows → model inputs (right-padded).
 
     Stage-2 rows (``prompt_length`` set) get a loss only on the response; stage-1 rows on
-    every token except image placeholders and padding. Images are decoded and processed in
-    the order their ``<|image_pad|>`` runs appear, so ``pixel_values`` line up.
+    every token except image placeholders, padding and the first token of each packed
+    document after the first (nothing inside that document precedes it). Images are decoded
+    and processed in the order their ``<|image_pad|>`` runs appear, so ``pixel_values`` line
+    up.
     """
     lengths = [len(r["input_ids"]) for r in rows]
     width = max(lengths)
@@ -274,6 +305,9 @@ def collate(
         prompt = row.get("prompt_length")
         if prompt:
             lab[:prompt] = IGNORE_INDEX
+        # a packed document's first token is not predicted from the one before it
+        starts = np.cumsum(row.get("doc_lengths") or [0])[:-1]
+        lab[torch.as_tensor(starts, dtype=torch.long)] = IGNORE_INDEX
         lab[seq == image_token_id] = IGNORE_INDEX
         labels[i, : seq.numel()] = lab
         images.extend(open_image(bytes(b), spec) for b in row.get("images") or [])
@@ -326,3 +360,52 @@ def with_blank_image(
         "pixel_values": out["pixel_values"],
         "image_grid_thw": out["image_grid_thw"],
     }
+
+
+def document_lengths(rows: list[dict[str, Any]]) -> list[list[int]]:
+    """The documents packed in each prepared row: a stage-1 row's ``doc_lengths``, one
+    document for any other row."""
+    return [list(r.get("doc_lengths") or [len(r["input_ids"])]) for r in rows]
+
+
+def packed_position_ids(model, batch: dict[str, torch.Tensor], documents: list[list[int]]):
+    """Position ids ``[4, B, S]`` that restart at every packed document: row 0 the text
+    positions, rows 1–3 the 3-D multimodal rotary positions, computed per document by the
+    model's own rope index (its images included).
+
+    Given these and no 2-D attention mask, transformers builds a block-diagonal causal mask
+    (and FlashAttention-2 takes its varlen path), so a document attends only to itself and
+    reads exactly as it would alone (design §6). A row's last document takes the padding
+    (and ZeRO-3's blank image) after it: causal attention never lets a real token see them.
+    """
+    core = next(m for m in model.modules() if hasattr(m, "get_rope_index"))
+    ids, types = batch["input_ids"], batch["mm_token_type_ids"]
+    grids = batch.get("image_grid_thw")
+    rows, width = ids.shape
+    out = torch.empty((4, rows, width), dtype=torch.long, device=ids.device)
+    used = 0  # images are processed in the order their <|image_pad|> runs appear
+    for r, lengths in enumerate(documents):
+        bounds = np.cumsum([0, *lengths])
+        bounds[-1] = width
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            kind = types[r, a:b]
+            images = int((kind[1:] > kind[:-1]).sum()) + int(kind[0] > 0)
+            out[0, r, a:b] = torch.arange(b - a, device=ids.device)
+            if images == 0:
+                out[1:, r, a:b] = out[0, r, a:b]
+                continue
+            grid = grids[used : used + images]
+            used += images
+            positions, _ = core.get_rope_index(ids[r : r + 1, a:b], kind[None], image_grid_thw=grid)
+            out[1:, r, a:b] = positions[:, 0]
+    return out
+
+
+def training_inputs(model, batch: dict[str, torch.Tensor], documents: list[list[int]]) -> dict:
+    """A collated batch as training feeds it: packed position ids instead of the 2-D
+    attention mask (documents apart, see ``packed_position_ids``) and no key/value cache
+    (a cache would also switch the packed mask off)."""
+    out: dict[str, Any] = {k: v for k, v in batch.items() if k != "attention_mask"}
+    out["position_ids"] = packed_position_ids(model, batch, documents)
+    out["use_cache"] = False
+    return out

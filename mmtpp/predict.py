@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import GenerationConfig
 
+from mmtpp.decoding import DecodeOptions
 from mmtpp.events import EventSequence
 from mmtpp.images import ImageSpec, read_bytes
 from mmtpp.model import collate, image_processor, load_trained
@@ -33,28 +35,8 @@ from mmtpp.templates import (
 from mmtpp.timecodec import NOT_A_BYTE, decode
 from mmtpp.tokens import TASKS, TokenIds
 
-TIME_MODES = ("greedy", "mean", "median", "expected")
 INFERENCE_DTYPES = ("float32", "bfloat16")
 EXPECTED_TOP_BYTES = 8  # first-byte (sign + exponent) candidates of time_mode "expected"
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    time_mode: str = "greedy"
-    samples: int = 8  # for time_mode mean/median
-    temperature: float = 1.0
-    max_text_tokens: int = 48
-    compress: bool = True
-
-    def response_length(self, task: str) -> int:
-        """Most tokens a response to ``task`` takes (text: wrappers and <|endoftext|> too)."""
-        return RESPONSE_LENGTH.get(task, self.max_text_tokens + 3)
-
-    def __post_init__(self) -> None:
-        if self.time_mode not in TIME_MODES:
-            raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
-        if self.samples < 1 or self.max_text_tokens < 1 or self.temperature <= 0:
-            raise ValueError("samples and max_text_tokens must be >= 1, temperature > 0")
 
 
 @dataclass
@@ -99,6 +81,13 @@ class Predictor:
         torch.set_flush_denormal(True)
         peft_model, self.tokenizer, self.meta = load_trained(model_dir)
         self.model = peft_model.merge_and_unload().eval()  # same outputs, faster inference
+        # Decoding settings are mmtpp's, never the checkpoint's: Qwen2.5-VL-Instruct ships
+        # sampling settings and repetition_penalty=1.05, which would penalise every byte and
+        # structure token already in the history. ``generate`` is given each setting below.
+        eos = self.tokenizer.eos_token_id
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=eos, eos_token_id=eos, pad_token_id=eos
+        )
         # default: the GPU when this process has one (a Serve replica or task given one)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
@@ -181,7 +170,7 @@ class Predictor:
 
     def _generate(self, batch: dict, task: str, options: DecodeOptions, **kwargs) -> list:
         """Generated token ids after the batch's prompts (``num_return_sequences`` per row)."""
-        sample = task == "time" and options.time_mode != "greedy"
+        sample = task == "time" and options.sampled_time
         out = self.model.generate(
             **batch,
             max_new_tokens=options.response_length(task),

@@ -12,7 +12,7 @@ group resumes from the last one.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import hashlib
 import json
 import math
@@ -42,6 +42,10 @@ def deepspeed_config(train: TrainConfig, model: ModelConfig, world_size: int) ->
         zero["reduce_bucket_size"] = REDUCE_BUCKET
     if train.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+        if train.zero3_persistence_threshold is not None:
+            # parameters below this size stay whole on every rank (DeepSpeed: 1e5 elements);
+            # 0 partitions all of them, as a real model's large weights are
+            zero["stage3_param_persistence_threshold"] = train.zero3_persistence_threshold
     if train.offload:
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
@@ -114,242 +118,383 @@ def _build_model(config: Config, tokenizer, num_types: int, base_path: str, star
     return add_lora(model, config.lora, added_token_ids(tokenizer, num_types))
 
 
-def _save_model(engine, tokenizer, out: Path, meta: dict, zero_stage: int, rank: int) -> None:
-    """Rank 0 writes the PEFT adapter; under ZeRO-3 the trainable shards are gathered first."""
-    import deepspeed
-
-    from mmtpp.model import save_trained
-
-    trainable = [p for p in engine.module.parameters() if p.requires_grad]
-    if zero_stage == 3:
-        with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
-            if rank == 0:
-                save_trained(engine.module, tokenizer, out, meta)
-    elif rank == 0:
-        save_trained(engine.module, tokenizer, out, meta)
-
-
-def example_mean_loss(logits, labels):
-    """Next-token cross-entropy averaged over each row's labelled tokens, then over rows.
-
-    Every stage-2 example then weighs the same whatever its response length: averaged over
-    tokens instead, a type response (one informative token in four) would get a few percent
-    of the gradient next to text responses of dozens of tokens, and type prediction would
-    not be learnt.
-    """
-    import torch.nn.functional as F
+def next_token_mask(labels):
+    """``[B, S]`` bool: the positions whose next token is a target (the only logits a
+    stage-2 loss needs: ``logits_to_keep`` computes just these)."""
+    import torch
 
     from mmtpp.templates import IGNORE_INDEX
 
-    targets = labels[:, 1:]
-    ce = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
-        reduction="none",
-    )  # fmt: skip
-    mask = targets != IGNORE_INDEX
-    per_row = (ce * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return per_row[mask.any(1)].mean()
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``loop_config`` holds the config as a plain dict and the stage."""
-    config = Config.from_dict(loop_config["config"])
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if config.train.use_gpu else "cpu")
-    import deepspeed
-    import numpy as np
-    import ray.train
+def response_loss(logits, labels, average: str = "example"):
+    """Next-token cross-entropy on the labelled tokens, ``average``'d per ``example`` (over
+    each row's tokens, then over rows) or per ``token``.
+
+    ``logits`` are the full ``[B, S, V]`` or only those at ``next_token_mask(labels)``
+    (``[K, V]``, row-major). Averaged per example, every stage-2 example weighs the same
+    whatever its response length: averaged over tokens instead, a type response (one
+    informative token in four) would get a few percent of the gradient next to text
+    responses of dozens of tokens, and type prediction would not be learnt.
+    """
     import torch
-    import torch.distributed as dist
+    import torch.nn.functional as F
 
-    from mmtpp.images import ImageSpec
-    from mmtpp.model import collate, image_processor, with_blank_image
-    from mmtpp.tokens import load_tokenizer
+    keep = next_token_mask(labels)
+    if logits.ndim == 3:
+        logits = logits[keep]
+    targets = labels[:, 1:][keep[:, :-1]]
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    if average == "token":
+        return ce.mean()
+    rows = keep.nonzero()[:, 0]
+    counts = torch.bincount(rows, minlength=labels.shape[0])
+    per_row = torch.zeros(labels.shape[0], device=ce.device).index_add_(0, rows, ce)
+    return (per_row / counts.clamp(min=1))[counts > 0].mean()
 
-    torch.set_flush_denormal(True)
-    stage: int = loop_config["stage"]
-    prepared = Path(loop_config["prepared_dir"])
-    settings = config.train.stage1 if stage == 1 else config.train.stage2
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(config.train.seed + rank)
 
-    tokenizer = load_tokenizer(prepared / "tokenizer")
-    manifest = json.loads((prepared / "manifest.json").read_text())
-    num_types = manifest["num_types"]
-    model = _build_model(config, tokenizer, num_types, loop_config["base_path"],
-                         loop_config.get("start_from"))  # fmt: skip
-    spec = ImageSpec(config.data.image_min_pixels, config.data.image_max_pixels)
-    processor = image_processor(spec)
-    image_token_id = model.config.image_token_id
-    pad_id = tokenizer.eos_token_id
+def shuffle_options(train: TrainConfig, stage: int, epoch: int, rank: int) -> dict[str, Any]:
+    """How one worker reads its training rows in one epoch (``iter_batches`` arguments): in
+    a buffer of ``train.shuffle_buffer`` rows shuffled with a seed fixed by ``train.seed``
+    (two runs read the same order) and different for every epoch, stage and worker, so a
+    sequence's stage-2 rows no longer arrive back to back."""
+    if not train.shuffle_buffer:
+        return {}
+    key = f"order:{train.seed}:{stage}:{epoch}:{rank}".encode()
+    seed = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big")
+    return {"local_shuffle_buffer_size": train.shuffle_buffer, "local_shuffle_seed": seed}
 
-    rows = loop_config["rows_per_worker"]
-    per_epoch = max(1, rows // (config.train.micro_batch * config.train.grad_accum))
-    total = per_epoch * settings.epochs
-    if settings.max_steps:
-        total = min(total, settings.max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=config.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(config.train.warmup_steps, total)
-    )
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=scheduler,
-        config=deepspeed_config(config.train, config.model, world),
-    )
 
-    state = {"epoch": 0, "step": 0, "micro_in_epoch": 0}
-    log_file = stage_dir(config, stage) / "metrics.jsonl"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
+class StepHook:
+    """Called on every worker after each optimizer step (``recipe.state['step']`` is the step
+    just taken). Tests use it to inject faults; a hook must be picklable (it crosses the Ray
+    boundary)."""
+
+    def after_step(self, recipe: StageRecipe) -> None:
+        raise NotImplementedError
+
+
+class StageRecipe:
+    """One training stage on one Ray Train worker, in readable steps: ``setup`` (tokenizer,
+    model, DeepSpeed engine), ``resume`` (from Ray Train's last checkpoint), ``train_epoch``,
+    ``validate`` and ``save_checkpoint``; ``run`` strings them together.
+
+    ``job`` holds plain values (it crosses the Ray boundary): the config as a dict, the
+    stage, the prepared directory, the base checkpoint, the rows each worker reads, the
+    stage-1 adapter to continue (stage 2) and the step hooks.
+    """
+
+    def __init__(self, job: dict[str, Any]):
+        self.config = Config.from_dict(job["config"])
+        self.stage: int = job["stage"]
+        self.job = job
+        self.settings = self.config.train.stage1 if self.stage == 1 else self.config.train.stage2
+        self.hooks: list[StepHook] = list(job.get("hooks") or [])
+        self.state = {"epoch": 0, "step": 0, "micro_in_epoch": 0}
+        self.log_file = stage_dir(self.config, self.stage) / "metrics.jsonl"
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import deepspeed
+        import ray.train
+        import torch
+
+        from mmtpp.images import ImageSpec
+        from mmtpp.model import image_processor
+        from mmtpp.tokens import load_tokenizer
+
+        torch.set_flush_denormal(True)
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        t = self.config.train
+        torch.manual_seed(t.seed + self.rank)
+        prepared = Path(self.job["prepared_dir"])
+        self.tokenizer = load_tokenizer(prepared / "tokenizer")
+        self.manifest = json.loads((prepared / "manifest.json").read_text())
+        model = _build_model(
+            self.config,
+            self.tokenizer,
+            self.manifest["num_types"],
+            self.job["base_path"],
+            self.job.get("start_from"),
+        )
+        self.spec = ImageSpec(self.config.data.image_min_pixels, self.config.data.image_max_pixels)
+        self.processor = image_processor(self.spec)
+        self.image_token_id = model.config.image_token_id
+        per_epoch = max(1, self.job["rows_per_worker"] // (t.micro_batch * t.grad_accum))
+        self.total = per_epoch * self.settings.epochs
+        if self.settings.max_steps:
+            self.total = min(self.total, self.settings.max_steps)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=t.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(t.warmup_steps, self.total)
+        )
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=deepspeed_config(t, self.config.model, self.world),
+        )
+
+    def resume(self) -> None:
+        """Continue from Ray Train's last checkpoint (after a worker-group restart): the
+        engine's states, the data position and each worker's random state; a fresh run
+        starts a new metrics log instead."""
+        import ray.train
+        import torch
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            if self.rank == 0:
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                self.log_file.unlink(missing_ok=True)
+            return
         with checkpoint.as_directory() as ckpt:
-            loaded, _ = engine.load_checkpoint(ckpt, tag=DS_TAG, load_module_strict=False)
+            loaded, _ = self.engine.load_checkpoint(ckpt, tag=DS_TAG, load_module_strict=False)
             if loaded is None:  # DeepSpeed returns None rather than raising
                 raise FileNotFoundError(f"{ckpt}: no DeepSpeed checkpoint '{DS_TAG}' to resume")
-            state = json.loads((Path(ckpt) / STATE_FILE).read_text())
-        if rank == 0:
-            print(f"[stage {stage}] resumed at step {state['step']} (epoch {state['epoch']})")
-            with log_file.open("a") as f:
-                f.write(json.dumps({"stage": stage, "resumed_at_step": state["step"]}) + "\n")
-    if rank == 0 and checkpoint is None:  # a fresh run; a resumed one appends
-        log_file.unlink(missing_ok=True)
-        (stage_dir(config, stage) / "injected_failure").unlink(missing_ok=True)
+            self.state = json.loads((Path(ckpt) / STATE_FILE).read_text())
+            rng = Path(ckpt) / f"rng_rank{self.rank}.pt"
+            if rng.is_file():
+                torch.set_rng_state(torch.load(rng))
+        if self.rank == 0:
+            print(
+                f"[stage {self.stage}] resumed at step {self.state['step']} "
+                f"(epoch {self.state['epoch']})",
+                flush=True,
+            )
+            self.log({"stage": self.stage, "resumed_at_step": self.state["step"]})
 
-    meta = {
-        "model": vars(config.model),
-        "base_path": loop_config["base_path"],
-        "num_types": num_types,
-        "type_names": manifest["type_names"],
-        "delta": config.data.delta,
-        "stage2_direction": config.data.stage2_direction,
-        "budget": config.data.budget,
-        "stage": stage,
-        "image_min_pixels": spec.min_pixels,
-        "image_max_pixels": spec.max_pixels,
-    }
+    # --- one batch ------------------------------------------------------------------------
 
-    def log(metrics: dict[str, Any]) -> None:
-        if rank == 0:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            with log_file.open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
+    def batch(self, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+        """Model inputs for prepared rows (packed documents kept apart, see
+        ``model.packed_position_ids``) and their count of real tokens."""
+        from mmtpp.model import collate, document_lengths, training_inputs, with_blank_image
 
-    def save_and_report(metrics: dict[str, Any]) -> None:
-        log(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            # the frozen base is reloaded from model.base: the checkpoint holds what trains
-            engine.save_checkpoint(tmp, tag=DS_TAG, exclude_frozen_parameters=True)
-            _save_model(engine, tokenizer, Path(tmp) / MODEL_SUBDIR, meta,
-                        config.train.zero_stage, rank)  # fmt: skip
-            if rank == 0:
-                (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-    def batch_of(rows: list[dict]) -> dict[str, torch.Tensor]:
-        inputs = collate(rows, processor, pad_id, image_token_id, spec)
-        if config.train.zero_stage == 3 and "pixel_values" not in inputs:
+        pad = self.tokenizer.eos_token_id
+        inputs = collate(rows, self.processor, pad, self.image_token_id, self.spec)
+        if self.config.train.zero_stage == 3 and "pixel_values" not in inputs:
             # ZeRO-3 gathers the partitioned vision tower in its forward: a rank whose batch
             # had no image would skip it while the others wait there (a hang)
-            inputs = with_blank_image(inputs, processor, spec, pad_id, image_token_id)
-        return {k: v.to(engine.device) for k, v in inputs.items()}  # the GPU, if any
+            inputs = with_blank_image(inputs, self.processor, self.spec, pad, self.image_token_id)
+        tokens = int(inputs["attention_mask"].sum())
+        inputs = training_inputs(self.engine.module, inputs, document_lengths(rows))
+        device = self.engine.device  # the GPU, if any
+        return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}, tokens
 
-    def mean_across(value: float, count: float) -> float:
-        # on the engine's device: NCCL reduces only CUDA tensors
-        t = torch.tensor([value, count], dtype=torch.float64, device=engine.device)
-        if dist.is_initialized():
-            dist.all_reduce(t)
-        return float(t[0] / max(t[1], 1.0))
+    def loss(self, inputs: dict[str, Any], average: str | None = None):
+        """Stage 1: the model's next-token loss on every labelled token. Stage 2: the loss on
+        the response tokens (``response_loss``), with logits computed only where it reads
+        them — for 7B the full ``[B, S, V]`` stage-2 logits would take ~8 GiB."""
+        if self.stage == 1:
+            return self.engine(**inputs).loss
+        labels = inputs["labels"]
+        rest = {k: v for k, v in inputs.items() if k != "labels"}
+        logits = self.engine(**rest, logits_to_keep=next_token_mask(labels)).logits
+        return response_loss(logits, labels, average or self.config.train.loss_average)
 
-    def validate() -> float | None:
-        shard = ray.train.get_dataset_shard("val")
+    def _rows(self, split: str, epoch: int):
+        import ray.train
+
+        shard = ray.train.get_dataset_shard(split)
         if shard is None:
             return None
-        engine.eval()
-        total_loss, n = 0.0, 0.0
-        with torch.no_grad():
-            for batch in shard.iter_batches(batch_size=config.train.micro_batch,
-                                            batch_format="pyarrow"):  # fmt: skip
-                inputs = batch_of(batch.to_pylist())
-                tokens = float((inputs["labels"][:, 1:] != -100).sum())
-                total_loss += float(engine(**inputs).loss) * tokens
-                n += tokens
-        engine.train()
-        return mean_across(total_loss, n)
+        shuffle = {}
+        if split == "train":
+            shuffle = shuffle_options(self.config.train, self.stage, epoch, self.rank)
+        batches = shard.iter_batches(
+            batch_size=self.config.train.micro_batch, batch_format="pyarrow", **shuffle
+        )
+        return (b.to_pylist() for b in batches)
 
-    engine.train()
-    per_example = stage == 2 and config.train.loss_average == "example"
-    done = False
-    window_loss, window_tokens, window_start = [], 0, time.perf_counter()
-    while state["epoch"] < settings.epochs and not done:
-        shard = ray.train.get_dataset_shard("train")
-        skip = state["micro_in_epoch"]
-        for micro, batch in enumerate(
-            shard.iter_batches(
-                batch_size=config.train.micro_batch,
-                batch_format="pyarrow",
-                local_shuffle_buffer_size=None,
-            )
-        ):
+    # --- epochs ---------------------------------------------------------------------------
+
+    def train_epoch(self) -> bool:
+        """Train on this worker's shard for the rest of the current epoch (a resumed epoch
+        skips the micro-batches it had done); True when ``max_steps`` is reached."""
+        import numpy as np
+        import ray.train
+
+        t = self.config.train
+        skip = self.state["micro_in_epoch"]
+        window_loss: list[float] = []
+        window_tokens, window_start = 0, time.perf_counter()
+        for micro, rows in enumerate(self._rows("train", self.state["epoch"])):
             if micro < skip:
-                continue  # resume at the same data position within the epoch
-            inputs = batch_of(batch.to_pylist())
-            if per_example:
-                labels = inputs.pop("labels")
-                loss = example_mean_loss(engine(**inputs).logits, labels)
-            else:
-                loss = engine(**inputs).loss
-            stepped = backward_and_step(engine, loss)
+                continue  # the same rows in the same order as before the restart
+            inputs, tokens = self.batch(rows)
+            loss = self.loss(inputs)
+            stepped = backward_and_step(self.engine, loss)
             window_loss.append(loss.item())
-            window_tokens += int(inputs["attention_mask"].sum())
-            state["micro_in_epoch"] = micro + 1
+            window_tokens += tokens
+            self.state["micro_in_epoch"] = micro + 1
             if not stepped:
                 continue
-            state["step"] += 1
-            step = state["step"]
-            if config.train.fail_at_step == step and rank == 0:
-                marker = stage_dir(config, stage) / "injected_failure"
-                if not marker.exists():  # once per run directory, not after the restart
-                    marker.write_text(str(step))
-                    raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
-            last = settings.max_steps and step >= settings.max_steps
-            if step % config.train.log_every == 0 or last:
+            self.state["step"] += 1
+            step = self.state["step"]
+            for hook in self.hooks:
+                hook.after_step(self)
+            last = bool(self.settings.max_steps) and step >= self.settings.max_steps
+            metrics: dict[str, Any] = {
+                "stage": self.stage,
+                "step": step,
+                "epoch": self.state["epoch"],
+            }
+            logged = step % t.log_every == 0 or last
+            if logged:
                 elapsed = time.perf_counter() - window_start
-                metrics = {
-                    "stage": stage,
-                    "step": step,
-                    "optimizer_steps": engine.global_steps,  # DeepSpeed's count: equals step
-                    "epoch": state["epoch"],
-                    "loss": float(np.mean(window_loss)),
-                    "lr": float(scheduler.get_last_lr()[0]),
-                    "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                }
-                if rank == 0:
-                    print(
-                        f"[stage {stage}] step {step}/{total} loss {metrics['loss']:.4f} "
-                        f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tok/s/worker",
-                        flush=True,
-                    )
+                metrics.update(
+                    optimizer_steps=self.engine.global_steps,  # DeepSpeed's count: equals step
+                    loss=float(np.mean(window_loss)),
+                    lr=float(self.scheduler.get_last_lr()[0]),
+                    tokens_per_s=window_tokens / max(elapsed, 1e-9),
+                )
+                self._progress(metrics)
                 window_loss, window_tokens, window_start = [], 0, time.perf_counter()
-                if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
-                    save_and_report(metrics)
-                else:
-                    log(metrics)
-                    ray.train.report(metrics)
+            if t.checkpoint_every and step % t.checkpoint_every == 0:
+                self.save_checkpoint({**metrics, "checkpoint": True})
+            elif logged:
+                self.log(metrics)
+                ray.train.report(metrics)
             if last:
-                done = True
-                break
-        if not done:
-            state["epoch"] += 1
-            state["micro_in_epoch"] = 0
-        val = validate()
-        metrics = {"stage": stage, "step": state["step"], "epoch": state["epoch"],
-                   "val_loss": val if val is not None else float("nan"), "final": True}  # fmt: skip
-        if rank == 0:
-            print(f"[stage {stage}] epoch {state['epoch']} val_loss {val}", flush=True)
-        save_and_report(metrics)
+                return True
+        return False
+
+    def _progress(self, metrics: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        step = metrics["step"]
+        done = step - self.first_step
+        eta = (time.perf_counter() - self.started) / max(done, 1) * (self.total - step)
+        print(
+            f"[stage {self.stage}] step {step}/{self.total} loss {metrics['loss']:.4f} "
+            f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tok/s/worker "
+            f"ETA {_duration(eta)}",
+            flush=True,
+        )
+
+    def validate(self) -> float | None:
+        """Mean token loss on the validation rows, across all workers."""
+        import torch
+        import torch.distributed as dist
+
+        rows = self._rows("val", self.state["epoch"])
+        if rows is None:
+            return None
+        self.engine.eval()
+        total, n = 0.0, 0.0
+        with torch.no_grad():
+            for batch_rows in rows:
+                inputs, _ = self.batch(batch_rows)
+                tokens = float((inputs["labels"][:, 1:] != -100).sum())
+                total += float(self.loss(inputs, average="token")) * tokens
+                n += tokens
+        self.engine.train()
+        # on the engine's device: NCCL reduces only CUDA tensors
+        sums = torch.tensor([total, n], dtype=torch.float64, device=self.engine.device)
+        if dist.is_initialized():
+            dist.all_reduce(sums)
+        return float(sums[0] / max(float(sums[1]), 1.0))
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        """What the saved model records so that prediction rebuilds it and its prompts."""
+        return {
+            "model": self.config.model.model_dump(),
+            "base_path": self.job["base_path"],
+            "num_types": self.manifest["num_types"],
+            "type_names": self.manifest["type_names"],
+            "delta": self.config.data.delta,
+            "stage2_direction": self.config.data.stage2_direction,
+            "budget": self.config.data.budget,
+            "stage": self.stage,
+            "image_min_pixels": self.spec.min_pixels,
+            "image_max_pixels": self.spec.max_pixels,
+        }
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        if self.rank == 0:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_file.open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+    def save_checkpoint(self, metrics: dict[str, Any]) -> None:
+        """Every rank saves its DeepSpeed shard and random state, rank 0 the PEFT adapter and
+        the data position; Ray Train merges them into one checkpoint (without the frozen
+        base, which is reloaded from ``model.base``)."""
+        import deepspeed
+        import ray.train
+        import torch
+
+        from mmtpp.model import save_trained
+
+        self.log(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.engine.save_checkpoint(tmp, tag=DS_TAG, exclude_frozen_parameters=True)
+            torch.save(torch.get_rng_state(), Path(tmp) / f"rng_rank{self.rank}.pt")
+            trainable = [p for p in self.engine.module.parameters() if p.requires_grad]
+            gather = (
+                deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
+                if self.config.train.zero_stage == 3
+                else contextlib.nullcontext()
+            )
+            with gather:  # ZeRO-3: the adapter's shards gathered for rank 0 to write
+                if self.rank == 0:
+                    save_trained(
+                        self.engine.module, self.tokenizer, Path(tmp) / MODEL_SUBDIR, self.meta()
+                    )
+            if self.rank == 0:
+                (Path(tmp) / STATE_FILE).write_text(json.dumps(self.state))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    # --- the whole stage ------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.setup()
+        self.resume()
+        self.engine.train()
+        self.started, self.first_step = time.perf_counter(), self.state["step"]
+        done = False
+        while self.state["epoch"] < self.settings.epochs and not done:
+            done = self.train_epoch()
+            if not done:
+                self.state["epoch"] += 1
+                self.state["micro_in_epoch"] = 0
+            val = self.validate()
+            if self.rank == 0:
+                print(
+                    f"[stage {self.stage}] epoch {self.state['epoch']} val_loss {val}", flush=True
+                )
+            self.save_checkpoint(
+                {
+                    "stage": self.stage,
+                    "step": self.state["step"],
+                    "epoch": self.state["epoch"],
+                    "val_loss": val if val is not None else float("nan"),
+                    "final": True,
+                }
+            )
+
+
+def train_loop_per_worker(job: dict[str, Any]) -> None:
+    """Ray Train entry point: one ``StageRecipe`` per worker."""
+    config = job["config"]
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if config["train"]["use_gpu"] else "cpu")
+    StageRecipe(job).run()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 # --- the driver ---------------------------------------------------------------------------
@@ -375,8 +520,8 @@ def stage_fingerprint(config: Config, stage: int, prepared_fp: str) -> str:
     settings and, for stage 2, the stage-1 adapter it continues from."""
     parts: dict[str, Any] = {
         "prepared": prepared_fp,
-        "model": vars(config.model),
-        "lora": vars(config.lora),
+        "model": config.model.model_dump(),
+        "lora": config.lora.model_dump(),
         "train": config.to_dict()["train"],
         "stage": stage,
     }
@@ -404,7 +549,7 @@ def _read_shards(files: list[str]):
     listing_reader, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
         return ray.data.read_parquet(
-            files, columns=["input_ids", "prompt_length", "images"],
+            files, columns=["input_ids", "prompt_length", "images", "doc_lengths"],
             ray_remote_args={"num_cpus": DATA_CPUS},
         )  # fmt: skip
     finally:
@@ -424,10 +569,15 @@ def _ordered_ingest():
 
 
 def run_training(
-    config: Config, stage: int, prepared_dir: str | Path, callbacks: list | None = None
+    config: Config,
+    stage: int,
+    prepared_dir: str | Path,
+    callbacks: list | None = None,
+    hooks: list[StepHook] | None = None,
 ) -> TrainResult:
     """Train one stage on the connected Ray cluster; the final adapter lands in
-    ``<output_dir>/stage<N>/model``."""
+    ``<output_dir>/stage<N>/model``. ``callbacks`` go to Ray Train (e.g. Tune's reporter),
+    ``hooks`` run on every worker after each optimizer step."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -438,7 +588,7 @@ def run_training(
     prepared = Path(prepared_dir).resolve()
     output = Path(config.output_dir).resolve()
     # Workers run in their own directories: give them absolute paths.
-    config = dataclasses.replace(config, output_dir=str(output))
+    config = config.with_output_dir(output)
     start_from = None
     if stage == 2:
         if (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
@@ -476,6 +626,7 @@ def run_training(
             "base_path": str(base),
             "rows_per_worker": rows,
             "start_from": start_from,
+            "hooks": list(hooks or []),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers,

@@ -24,6 +24,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ray import serve
 
+from mmtpp.decoding import DecodeOptions
+
 TASK = Literal["time", "type", "text"]
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -41,6 +43,8 @@ class Limits(BaseModel):
     # prompt rows per model call (a history sampled k times is k rows): bounds the memory
     # of one call whatever the batch and the requested samples
     max_rows_per_call: int = 64
+    max_samples: int = 32  # decode.samples
+    max_text_tokens: int = 256  # decode.max_text_tokens
 
 
 class ServerConfig(BaseModel):
@@ -52,6 +56,10 @@ class ServerConfig(BaseModel):
     dtype: Literal["float32", "bfloat16"] | None = None  # None: the dtype it was trained in
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.02
+    # Each replica's Ray resources: without num_gpus Ray hides the node's GPUs from the
+    # replica and the model runs on its CPU.
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
     limits: Limits = Limits()
 
 
@@ -63,19 +71,11 @@ class EventIn(BaseModel):
     image: str | None = Field(None, description="base64 PNG/JPEG, or a path under image_root")
 
 
-class DecodeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    time_mode: Literal["greedy", "expected", "mean", "median"] = "greedy"
-    samples: int = Field(8, ge=1, le=32)
-    max_text_tokens: int = Field(48, ge=1, le=256)
-    compress: bool = True
-
-
 class PredictIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     events: list[EventIn] = Field(min_length=1)
     tasks: list[TASK] = Field(default_factory=lambda: ["time", "type", "text"], min_length=1)
-    decode: DecodeIn = DecodeIn()
+    decode: DecodeOptions = DecodeOptions()
 
     @field_validator("tasks")
     @classmethod
@@ -285,6 +285,12 @@ class MMTPPServer:
             raise HTTPException(422, detail=_errors(err)) from err
         if len(req.events) > limits.max_events:
             raise _problem(413, "events", f"{len(req.events)} events > limit {limits.max_events}")
+        if req.decode.samples > limits.max_samples:
+            message = f"{req.decode.samples} > limit {limits.max_samples}"
+            raise _problem(422, "decode.samples", message)
+        if req.decode.max_text_tokens > limits.max_text_tokens:
+            message = f"{req.decode.max_text_tokens} > limit {limits.max_text_tokens}"
+            raise _problem(422, "decode.max_text_tokens", message)
         num_types = self.predictor.num_types
         images = []
         for i, ev in enumerate(req.events):
@@ -325,18 +331,15 @@ class MMTPPServer:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
     async def predict_batch(self, items: list[tuple]) -> list[Any]:
         """One model call per group of requests sharing tasks and decoding options."""
-        from mmtpp.predict import DecodeOptions
-
         self.batch_sizes[len(items)] += 1
         out: list[Any] = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
-        for i, (_, tasks, decode) in enumerate(items):
-            groups.setdefault((tasks, decode.model_dump_json()), []).append(i)
+        for i, (_, tasks, options) in enumerate(items):
+            groups.setdefault((tasks, options.model_dump_json()), []).append(i)
         for (tasks, _), idx in groups.items():
-            decode = items[idx[0]][2]
-            options = DecodeOptions(**decode.model_dump())
+            options = items[idx[0]][2]
             histories = [items[i][0] for i in idx]
-            sampled = "time" in tasks and options.time_mode in ("mean", "median")
+            sampled = "time" in tasks and options.sampled_time
             per_call = max(1, self.config.limits.max_rows_per_call // (
                 options.samples if sampled else 1))  # fmt: skip
             start = time.perf_counter()
@@ -379,7 +382,10 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder for ``serve run serve.app:build_app model_dir=...`` and config files."""
     config = ServerConfig(**args)
     # Serve admits 5 requests per replica by default: too few to fill a batch.
-    deployment = MMTPPServer.options(max_ongoing_requests=max(8, 2 * config.max_batch_size))
+    deployment = MMTPPServer.options(
+        max_ongoing_requests=max(8, 2 * config.max_batch_size),
+        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+    )
     return deployment.bind(config.model_dump())
 
 

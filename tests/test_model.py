@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from conftest import NUM_TYPES, make_dataset
@@ -71,7 +72,7 @@ def test_save_reload_merge_round_trip(setup):
     peft.eval()
     batch = batch_of([r for r in rows if r["kind"] == "stage2"][:2], tokenizer, peft)
     want = peft(**batch).logits
-    meta = {"model": vars(cfg.model), "base_path": str(base), "num_types": NUM_TYPES}
+    meta = {"model": cfg.model.model_dump(), "base_path": str(base), "num_types": NUM_TYPES}
     save_trained(peft, tokenizer, tmp / "trained", meta)
     reloaded, _tok2, _ = load_trained(tmp / "trained")
     reloaded.eval()
@@ -133,7 +134,7 @@ def test_a_blank_image_changes_neither_loss_nor_logits(setup):
     """ZeRO-3 runs the vision tower on every batch (train.py): the blank image it adds to a
     batch without images must leave the loss and every real position's logits alone."""
     from mmtpp.model import with_blank_image
-    from mmtpp.train import example_mean_loss
+    from mmtpp.train import response_loss
 
     _tmp, cfg, tokenizer, base, rows = setup
     torch.manual_seed(0)
@@ -152,5 +153,68 @@ def test_a_blank_image_changes_neither_loss_nor_logits(setup):
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(b.logits[:, :width][real], a.logits[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b.loss, a.loss, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(example_mean_loss(b.logits, blank["labels"]),
-                               example_mean_loss(a.logits, batch["labels"]))  # fmt: skip
+    torch.testing.assert_close(response_loss(b.logits, blank["labels"]),
+                               response_loss(a.logits, batch["labels"]))  # fmt: skip
+
+
+def _image_runs(ids, image_token_id):
+    is_image = torch.as_tensor(ids) == image_token_id
+    return int((is_image[1:] & ~is_image[:-1]).sum()) + int(is_image[0])
+
+
+def test_packed_documents_read_exactly_as_alone(setup, tmp_path):
+    """A stage-1 row packs several documents; in training each must attend only to itself,
+    with its own positions (images included), so its logits equal the document alone."""
+    from mmtpp.model import document_lengths, training_inputs
+
+    tmp, cfg, tokenizer, base, _ = setup
+    _, seqs = make_dataset(tmp_path / "short", num_sequences=8, events=(4, 9), seed=3)
+    ctx = PrepareContext(cfg.data, str(tmp / "tok"), NUM_TYPES, str(tmp_path / "short"))
+    rows = process_table(sequences_to_table(seqs), ctx).to_pylist()
+    torch.manual_seed(0)
+    model = add_lora(
+        load_base(base, cfg.model, tokenizer), cfg.lora, added_token_ids(tokenizer, NUM_TYPES)
+    ).eval()
+    image_id = model.config.image_token_id
+    packed = [r for r in rows if r["kind"] == "stage1" and len(r["doc_lengths"] or []) >= 2]
+    assert packed, "the fixture should pack several windows into one row"
+    row = max(packed, key=lambda r: len(r["images"] or []))
+    lengths = row["doc_lengths"]
+    assert row["images"], "the packed row should hold images"
+    batch = batch_of([row, packed[0]], tokenizer, model)
+    inputs = training_inputs(model, batch, document_lengths([row, packed[0]]))
+    assert "attention_mask" not in inputs and inputs["position_ids"].shape[0] == 4
+    with torch.no_grad():
+        logits = model(**inputs).logits[0]
+    start, used = 0, 0
+    for length in lengths:
+        ids = row["input_ids"][start : start + length]
+        n = _image_runs(ids, image_id)
+        alone = {"input_ids": ids, "images": row["images"][used : used + n]}
+        used += n
+        with torch.no_grad():
+            want = model(**batch_of([alone], tokenizer, model)).logits[0]
+        torch.testing.assert_close(logits[start : start + length], want, atol=1e-4, rtol=1e-4)
+        start += length
+    assert used == len(row["images"])
+    # ... and the packed loss is the sum of the documents' losses (the next document's first
+    # token is not a target of the previous one's last)
+    labels = batch["labels"][0]
+    assert (labels[torch.as_tensor(np.cumsum(lengths)[:-1])] == -100).all()
+
+
+def test_rows_of_added_tokens_are_the_same_on_every_load(setup, qwen_tokenizer_dir, tmp_path):
+    """A checkpoint whose tokenizer mmtpp extends: the ids it adds (and the rows a resize
+    appends) get one fixed value — the mean of the checkpoint's rows — on every load."""
+    _, cfg, _, _, _ = setup
+    plain = load_tokenizer(qwen_tokenizer_dir)
+    base = materialize_base(cfg.model, plain, tmp_path / "qwen_like")  # the "checkpoint"
+    known = len(plain)
+    extended = load_tokenizer(qwen_tokenizer_dir)
+    extend_tokenizer(extended, NUM_TYPES)
+    first, second = (load_base(base, cfg.model, extended) for _ in range(2))
+    rows = first.get_input_embeddings().weight
+    assert rows.shape[0] > len(extended) > known  # resized, and ids were added
+    torch.testing.assert_close(rows, second.get_input_embeddings().weight, rtol=0, atol=0)
+    mean = rows[:known].mean(0)
+    torch.testing.assert_close(rows[known:], mean.expand(rows.shape[0] - known, -1))

@@ -8,6 +8,7 @@ from conftest import NUM_TYPES, make_dataset
 
 from mmtpp.compression import similar_mask
 from mmtpp.config import load_config
+from mmtpp.decoding import DecodeOptions
 from mmtpp.model import (
     add_lora,
     added_token_ids,
@@ -16,7 +17,7 @@ from mmtpp.model import (
     materialize_base,
     save_trained,
 )
-from mmtpp.predict import DecodeOptions, Predictor
+from mmtpp.predict import Predictor
 from mmtpp.prepare import build_tokenizer
 from mmtpp.tokens import load_tokenizer
 
@@ -33,7 +34,7 @@ def trained(tmp_path_factory):
     torch.manual_seed(0)
     model = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
                      added_token_ids(tokenizer, NUM_TYPES))  # fmt: skip
-    meta = {"model": vars(cfg.model), "base_path": str(base), "num_types": NUM_TYPES,
+    meta = {"model": cfg.model.model_dump(), "base_path": str(base), "num_types": NUM_TYPES,
             "type_names": [f"t{k}" for k in range(NUM_TYPES)], "delta": 0.2, "budget": 512,
             "stage": 2, "image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}  # fmt: skip
     save_trained(model, tokenizer, tmp / "model", meta)
@@ -144,7 +145,7 @@ def test_prompt_for_bounds_the_history(predictor):
 
 def test_tasks_sharing_a_history_encode_it_once_with_the_same_predictions(predictor, monkeypatch):
     p, seqs = predictor
-    options = DecodeOptions(max_text_tokens=6)
+    options = DecodeOptions(time_mode="greedy", max_text_tokens=6)
     time_prompts, type_prompts = (p.prompts(seqs, t, options) for t in ("time", "type"))
     assert [a.input_ids[:-1] for a in time_prompts] == [b.input_ids[:-1] for b in type_prompts]
     assert any(a.images for a in time_prompts)  # the shared encoding carries images
@@ -251,3 +252,56 @@ def test_invalid_time_samples_are_counted_not_dropped_silently(predictor, monkey
     assert (mean.time, mean.invalid, mean.invalid_samples) == (3.0, {}, {"time": {"not_finite": 3}})
     assert none.time is None and none.invalid == {"time": "negative"}
     assert none.invalid_samples == {"time": {"negative": 5}}
+
+
+QWEN_INSTRUCT_GENERATION = {  # as Qwen2.5-VL-Instruct checkpoints ship it (ids re-mapped)
+    "do_sample": True,
+    "repetition_penalty": 1.05,
+    "temperature": 0.1,
+    "top_k": 1,
+    "top_p": 0.001,
+    "no_repeat_ngram_size": 2,
+}
+
+
+def test_a_checkpoint_generation_config_does_not_leak_into_decoding(trained, tmp_path):
+    """Greedy decoding is the argmax at every step, with no repetition penalty, whatever
+    generation settings the base checkpoint ships."""
+    model_dir, image_root, seqs = trained
+    meta = json.loads((model_dir / "mmtpp_model.json").read_text())
+    base = tmp_path / "instruct_base"
+    shutil.copytree(meta["base_path"], base)
+    tok = load_tokenizer(model_dir)
+    settings = {
+        **QWEN_INSTRUCT_GENERATION,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.eos_token_id,
+        "bos_token_id": tok.eos_token_id,
+    }
+    (base / "generation_config.json").write_text(json.dumps(settings))
+    instruct = tmp_path / "model"
+    shutil.copytree(model_dir, instruct)
+    (instruct / "mmtpp_model.json").write_text(json.dumps({**meta, "base_path": str(base)}))
+    p = Predictor(instruct, image_root=image_root)
+    g = p.model.generation_config
+    assert g.repetition_penalty in (None, 1.0) and not g.no_repeat_ngram_size and not g.do_sample
+    options = DecodeOptions(max_text_tokens=12)
+    prompts = p.prompts(seqs[:2], "text", options)
+    generated = p._generate(p._batch(prompts), "text", options)
+    for prompt, out in zip(prompts, generated, strict=True):
+        ids = list(prompt.input_ids)
+        for token in out:  # every generated token is the argmax after the ones before it
+            if token == p.ids.eos:
+                break
+            rows = collate(
+                [{"input_ids": ids, "images": prompt.images}],
+                p.processor,
+                p.ids.eos,
+                p.ids.image_pad,
+                p.spec,
+            )
+            rows.pop("labels")
+            with torch.no_grad():
+                logits = p.model(**rows).logits[0, -1]
+            assert token == int(logits.argmax()), (token, int(logits.argmax()))
+            ids.append(token)

@@ -10,6 +10,7 @@ import torch
 from conftest import NUM_TYPES, make_dataset, png_bytes
 
 from mmtpp.config import load_config
+from mmtpp.decoding import DecodeOptions
 from mmtpp.events import EventSequence, sequences_to_table
 from mmtpp.images import ImageSpec
 from mmtpp.model import (
@@ -21,7 +22,7 @@ from mmtpp.model import (
     materialize_base,
     save_trained,
 )
-from mmtpp.predict import DecodeOptions, Predictor
+from mmtpp.predict import Predictor
 from mmtpp.prepare import PrepareContext, build_tokenizer, process_table
 from mmtpp.tokens import load_tokenizer
 
@@ -56,7 +57,7 @@ def model_dir(tmp_path_factory):
         loss.backward()
         opt.step()
         opt.zero_grad()
-    meta = {"model": vars(cfg.model), "base_path": str(base), "num_types": NUM_TYPES,
+    meta = {"model": cfg.model.model_dump(), "base_path": str(base), "num_types": NUM_TYPES,
             "type_names": [f"type_{k}" for k in range(NUM_TYPES)], "delta": 0.2, "budget": 256,
             "stage": 2, "image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}  # fmt: skip
     return save_trained(model, tokenizer, tmp / "model", meta)
@@ -203,3 +204,22 @@ def test_a_bad_request_in_a_batch_fails_alone(server):
     assert codes == [200, 422, 200, 200]
     metrics = httpx.get(f"{URL}/v1/metrics", headers=HEADERS).json()
     assert max(int(k) for k in metrics["batch_sizes"]) > 1
+
+
+@pytest.mark.parametrize(("name", "gpus"), [("config.yaml", 0), ("config_gpu.yaml", 1)])
+def test_shipped_serve_configs_give_each_replica_its_resources(name, gpus):
+    """A replica that reserves no GPU never sees one (Ray hides it): the GPU config must
+    produce deployment options with num_gpus, and no deployment override may replace them."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.app import build_app
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "serve" / name).read_text())
+    ServeDeploySchema.model_validate(raw)  # what `serve deploy` accepts
+    (application,) = raw["applications"]
+    assert all("ray_actor_options" not in d for d in application.get("deployments", []))
+    options = build_app(application["args"])._bound_deployment.ray_actor_options
+    assert options["num_gpus"] == gpus and options["num_cpus"] >= 1
