@@ -9,7 +9,6 @@ import sys
 
 from mmtpp.config import EvalConfig, describe, load_config
 from mmtpp.evaluate import evaluate, format_table
-from mmtpp.predict import DecodeOptions
 
 
 def main() -> int:
@@ -32,12 +31,7 @@ def main() -> int:
         e = load_config(args.config, args.overrides).eval
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    options = DecodeOptions(
-        time_mode=e.time_mode,
-        samples=e.samples,
-        max_text_tokens=e.max_text_tokens,
-        compress=e.compress,
-    )
+    options = e.decode_only()
     try:
         results = evaluate(
             args.model,

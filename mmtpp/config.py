@@ -1,88 +1,89 @@
 """One typed config tree for every job, loaded from YAML with dotted ``key=value`` overrides.
 
-Sections are dataclasses whose fields carry a help text and whose checks sit in
-``__post_init__``. Unknown keys are errors (a typo never passes silently). The tree crosses
-the Ray boundary as a plain dict (``to_dict``) and is rebuilt typed on the worker
-(``Config.from_dict``).
+Sections are pydantic models (the same system as Serve's config): each field carries its
+help text, checks that involve several fields sit in validators, and unknown keys are errors
+(a typo never passes silently). The tree crosses the Ray boundary as a plain dict
+(``to_dict``) and is rebuilt typed on the worker (``Config.from_dict``).
+
+One ``seed`` drives every random choice of a run — the data split and target sampling, the
+tiny model's and LoRA's initialisation, the order rows are read in — unless a section sets
+its own (``data.seed``, ``model.seed``, ``train.seed``; null means "the top-level seed").
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import math
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from mmtpp.compression import DIRECTIONS
+from mmtpp.decoding import DecodeOptions
 from mmtpp.tokens import TASKS
 
-
-def _at_least(section: Any, prefix: str, minimum: float, *names: str) -> None:
-    """Raise naming the key when one of ``names`` is below ``minimum``."""
-    for name in names:
-        value = getattr(section, name)
-        for v in value if isinstance(value, list) else [value]:
-            if v < minimum:
-                raise ValueError(f"{prefix}.{name} must be >= {minimum}, got {value}")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SECTION_SEEDS = ("data", "model", "train")  # sections whose seed defaults to the top-level one
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
-    return field(default=default, metadata={"help": text}, **kw)
+def opt(default: Any, help: str, **constraints: Any) -> Any:
+    """A config field: its default, its help text (``--help`` prints it) and constraints."""
+    return Field(default, description=help, **constraints)
 
 
-@dataclass
-class DataConfig:
-    source: str = _help(
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class DataConfig(Section):
+    source: str = opt(
+        "synthetic",
         "dataset directory (an mmtpp dataset), 'synthetic' to generate the default "
         "synthetic dataset into <output_dir>/data, or 'nycflights' to import the NYC flights",
-        "synthetic",
     )
-    synth_sequences: int = _help(
+    synth_sequences: int = opt(
+        200,
         "sequences to generate when source is 'synthetic'; aircraft to import when it is "
         "'nycflights' (0 = all)",
-        200,
+        ge=0,
     )
-    synth_seed: int = _help("seed of the synthetic generator", 0)
-    delta: float = _help("compression threshold Δ on consecutive gaps (0 disables)", 0.2)
-    stage1_direction: str = _help("scan direction for stage-1 documents", "forward")
-    stage2_direction: str = _help("scan direction for stage-2 prompts", "backward")
-    budget: int = _help("token budget of a stage-1 document / a stage-2 example", 4096)
-    split: list[float] = _help("train/val/test fractions by sequence id", [0.8, 0.1, 0.1])
-    targets_per_sequence: int = _help(
+    synth_seed: int = opt(0, "seed of the synthetic generator (the data itself)")
+    delta: float = opt(0.2, "compression threshold Δ on consecutive gaps (0 disables)", ge=0)
+    stage1_direction: Literal["forward", "backward"] = opt(
+        "forward", "scan direction for stage-1 documents"
+    )
+    stage2_direction: Literal["forward", "backward"] = opt(
+        "backward", "scan direction for stage-2 prompts"
+    )
+    budget: int = opt(4096, "token budget of a stage-1 document / a stage-2 example", ge=64)
+    split: list[float] = opt([0.8, 0.1, 0.1], "train/val/test fractions by sequence id")
+    targets_per_sequence: int = opt(
+        16,
         "stage-2 targets sampled per sequence and task in train/val (0 = every event); the "
         "test split always uses eval_targets_per_sequence",
-        16,
+        ge=0,
     )
-    eval_targets_per_sequence: int = _help("stage-2 targets per test sequence (0 = all)", 32)
-    min_history: int = _help("events of history before the first stage-2 target", 8)
-    tasks: list[str] = _help("stage-2 tasks", list(TASKS))
-    validation: str = _help("'strict' (fail on the first bad sequence) or 'quarantine'", "strict")
-    tokenizer: str | None = _help(
-        "tokenizer directory; null trains the tiny BPE on the training text", None
+    eval_targets_per_sequence: int = opt(32, "stage-2 targets per test sequence (0 = all)", ge=0)
+    min_history: int = opt(8, "events of history before the first stage-2 target", ge=1)
+    tasks: list[Literal["time", "type", "text"]] = opt(list(TASKS), "stage-2 tasks", min_length=1)
+    validation: Literal["strict", "quarantine"] = opt(
+        "strict", "'strict' (fail on the first bad sequence) or 'quarantine'"
     )
-    vocab_size: int = _help("BPE vocabulary size when training the tokenizer", 2048)
-    tokenizer_texts: int = _help(
-        "texts the BPE is trained on: an evenly spaced sample of the training split (0 = all)",
+    tokenizer: str | None = opt(
+        None, "tokenizer directory; null trains the tiny BPE on the training text"
+    )
+    vocab_size: int = opt(2048, "BPE vocabulary size when training the tokenizer", ge=1)
+    tokenizer_texts: int = opt(
         20000,
+        "texts the BPE is trained on: an evenly spaced sample of the training split (0 = all)",
+        ge=0,
     )
-    image_min_pixels: int = _help("Qwen2.5-VL min_pixels for event images", 56 * 56)
-    image_max_pixels: int = _help("Qwen2.5-VL max_pixels for event images", 112 * 112)
-    seed: int = _help("seed of the split and of target sampling", 0)
+    image_min_pixels: int = opt(56 * 56, "Qwen2.5-VL min_pixels for event images", ge=1)
+    image_max_pixels: int = opt(112 * 112, "Qwen2.5-VL max_pixels for event images", ge=1)
+    seed: int | None = opt(None, "seed of the split and of target sampling (null: seed)")
 
-    def __post_init__(self) -> None:
-        if self.delta < 0:
-            raise ValueError(f"data.delta must be >= 0, got {self.delta}")
-        for name in ("stage1_direction", "stage2_direction"):
-            if getattr(self, name) not in DIRECTIONS:
-                raise ValueError(f"data.{name} must be one of {DIRECTIONS}")
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
         if (
             len(self.split) != 3
             or any(f < 0 for f in self.split)
@@ -91,274 +92,238 @@ class DataConfig:
             raise ValueError(
                 f"data.split must be 3 non-negative fractions summing to 1, got {self.split}"
             )
-        if self.budget < 64:
-            raise ValueError(f"data.budget must be >= 64 tokens, got {self.budget}")
-        if unknown := set(self.tasks) - set(TASKS):
-            raise ValueError(f"data.tasks: unknown {sorted(unknown)}; choose from {TASKS}")
-        if self.validation not in ("strict", "quarantine"):
-            raise ValueError("data.validation must be 'strict' or 'quarantine'")
-        _at_least(self, "data", 1, "min_history", "vocab_size", "image_min_pixels")
-        _at_least(self, "data", 0, "synth_sequences", "targets_per_sequence",
-                  "eval_targets_per_sequence", "tokenizer_texts")  # fmt: skip
         if self.image_max_pixels < self.image_min_pixels:
             raise ValueError("data.image_max_pixels must be >= data.image_min_pixels")
+        return self
 
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+assert set(DIRECTIONS) == {"forward", "backward"}  # the Literal above spells them
 
 
-@dataclass
-class ModelConfig:
-    base: str = _help(
+class ModelConfig(Section):
+    base: str = opt(
+        "tiny",
         "'tiny' (a random Qwen2.5-VL-architecture model sized below) or a local directory "
         "holding a Qwen2.5-VL checkpoint (e.g. Qwen2.5-VL-3B-Instruct); never downloaded",
-        "tiny",
     )
-    hidden_size: int = _help("tiny: text hidden size", 128)
-    num_layers: int = _help("tiny: text decoder layers", 2)
-    num_heads: int = _help("tiny: attention heads", 4)
-    num_kv_heads: int = _help("tiny: key/value heads", 2)
-    intermediate_size: int = _help("tiny: MLP width", 384)
-    vision_depth: int = _help("tiny: vision transformer blocks", 2)
-    vision_hidden_size: int = _help("tiny: vision hidden size", 64)
-    tie_embeddings: bool = _help("tiny: tie input and output embeddings (as 3B does)", True)
-    dtype: str = _help("'float32' (CPU) or 'bfloat16' (GPU)", "float32")
-    attn_implementation: str = _help("'sdpa' or 'eager' ('flash_attention_2' on GPU)", "sdpa")
-    gradient_checkpointing: bool = _help("recompute activations to save memory (3B/7B)", False)
-    seed: int = _help("seed of the tiny model's initialisation and of LoRA", 0)
+    hidden_size: int = opt(128, "tiny: text hidden size", ge=1)
+    num_layers: int = opt(2, "tiny: text decoder layers", ge=1)
+    num_heads: int = opt(4, "tiny: attention heads", ge=1)
+    num_kv_heads: int = opt(2, "tiny: key/value heads", ge=1)
+    intermediate_size: int = opt(384, "tiny: MLP width", ge=1)
+    vision_depth: int = opt(2, "tiny: vision transformer blocks", ge=1)
+    vision_hidden_size: int = opt(64, "tiny: vision hidden size", ge=1)
+    tie_embeddings: bool = opt(True, "tiny: tie input and output embeddings (as 3B does)")
+    dtype: Literal["float32", "bfloat16", "float16"] = opt(
+        "float32", "'float32' (CPU) or 'bfloat16' (GPU)"
+    )
+    attn_implementation: str = opt("sdpa", "'sdpa' or 'eager' ('flash_attention_2' on GPU)")
+    gradient_checkpointing: bool = opt(False, "recompute activations to save memory (3B/7B)")
+    seed: int | None = opt(None, "seed of the tiny model's initialisation (null: seed)")
 
-    def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype}")
-        _at_least(self, "model", 1, "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                  "intermediate_size", "vision_depth", "vision_hidden_size")  # fmt: skip
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"model.num_kv_heads ({self.num_kv_heads}) must divide model.num_heads "
                 f"({self.num_heads})"
             )
-        head_dim = self.hidden_size // self.num_heads
-        if self.hidden_size % self.num_heads or head_dim % 2:
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
             raise ValueError("model.hidden_size must divide into heads of even size")
+        return self
 
 
-@dataclass
-class LoraSettings:
-    r: int = _help("LoRA rank", 16)
-    alpha: int = _help("LoRA alpha (scale = alpha / r)", 64)
-    dropout: float = _help("LoRA dropout", 0.1)
-    target_modules: list[str] = _help(
-        "language-model linear layers that get adapters", LORA_TARGETS
+class LoraSettings(Section):
+    r: int = opt(16, "LoRA rank", ge=1)
+    alpha: float = opt(64, "LoRA alpha (scale = alpha / r)", gt=0)
+    dropout: float = opt(0.1, "LoRA dropout", ge=0, lt=1)
+    target_modules: list[
+        Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    ] = opt(list(LORA_TARGETS), "language-model linear layers that get adapters")
+    train_new_tokens: bool = opt(
+        True, "train the embedding rows of mmtpp's added tokens (LoRA alone cannot learn them)"
     )
-    train_new_tokens: bool = _help(
-        "train the embedding rows of mmtpp's added tokens (LoRA alone cannot learn them)", True
-    )
-
-    def __post_init__(self) -> None:
-        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError("lora: need r >= 1, alpha > 0, 0 <= dropout < 1")
-        if unknown := set(self.target_modules) - set(LORA_TARGETS):
-            raise ValueError(f"lora.target_modules: unknown {sorted(unknown)}")
 
 
-@dataclass
-class StageConfig:
-    epochs: int = _help("passes over the stage's training rows", 1)
-    lr: float = _help("peak learning rate", 2e-4)
-    max_steps: int = _help("stop after this many optimizer steps (0 = no limit)", 0)
-
-    def check(self, prefix: str) -> None:
-        _at_least(self, prefix, 1, "epochs")
-        _at_least(self, prefix, 0, "max_steps")
-        if self.lr <= 0:
-            raise ValueError(f"{prefix}.lr must be > 0, got {self.lr}")
+class StageConfig(Section):
+    epochs: int = opt(1, "passes over the stage's training rows", ge=1)
+    lr: float = opt(2e-4, "peak learning rate", gt=0)
+    max_steps: int = opt(0, "stop after this many optimizer steps (0 = no limit)", ge=0)
 
 
-@dataclass
-class TrainConfig:
-    num_workers: int = _help("Ray Train workers (one per GPU on GPU nodes)", 2)
-    use_gpu: bool = _help("one GPU per worker", False)
-    cpus_per_worker: float = _help("CPUs reserved per worker", 1.0)
-    stage1: StageConfig = field(default_factory=StageConfig)
-    stage2: StageConfig = field(default_factory=StageConfig)
-    micro_batch: int = _help("rows per worker per forward pass", 2)
-    grad_accum: int = _help("micro-batches per optimizer step", 1)
-    warmup_steps: int = _help("linear warm-up steps, then cosine decay to 10%", 10)
-    weight_decay: float = _help("AdamW weight decay", 0.0)
-    grad_clip: float = _help("gradient norm clipping (0 = off)", 1.0)
-    loss_average: str = _help(
+class TrainConfig(Section):
+    num_workers: int = opt(2, "Ray Train workers (one per GPU on GPU nodes)", ge=1)
+    use_gpu: bool = opt(False, "one GPU per worker")
+    cpus_per_worker: float = opt(1.0, "CPUs reserved per worker", gt=0)
+    stage1: StageConfig = Field(default_factory=StageConfig)
+    stage2: StageConfig = Field(default_factory=StageConfig)
+    micro_batch: int = opt(2, "rows per worker per forward pass", ge=1)
+    grad_accum: int = opt(1, "micro-batches per optimizer step", ge=1)
+    warmup_steps: int = opt(10, "linear warm-up steps, then cosine decay to 10%", ge=0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
+    grad_clip: float = opt(1.0, "gradient norm clipping (0 = off)", ge=0)
+    loss_average: Literal["example", "token"] = opt(
+        "example",
         "stage-2 loss: 'example' (mean over each response, then over examples: every task "
         "weighs the same) or 'token' (mean over all response tokens)",
-        "example",
     )
-    zero_stage: int = _help("DeepSpeed ZeRO stage: 0, 1, 2 or 3", 2)
-    offload: bool = _help("ZeRO-3: offload parameters and optimizer states to CPU", False)
-    log_every: int = _help("report loss, lr and tokens/s every N optimizer steps", 10)
-    checkpoint_every: int = _help("checkpoint every N optimizer steps (0 = each epoch only)", 0)
-    max_failures: int = _help("worker-group restarts from the last checkpoint", 2)
-    storage_path: str | None = _help(
+    zero_stage: Literal[0, 1, 2, 3] = opt(2, "DeepSpeed ZeRO stage: 0, 1, 2 or 3")
+    offload: bool = opt(False, "ZeRO-3: offload parameters and optimizer states to CPU")
+    zero3_persistence_threshold: int | None = opt(
+        None,
+        "ZeRO-3: parameters with fewer elements stay whole on every rank (null: DeepSpeed's "
+        "1e5; 0 partitions every parameter)",
+        ge=0,
+    )
+    shuffle_buffer: int = opt(
+        4096,
+        "rows each worker shuffles its training rows in, with a seed per epoch from "
+        "train.seed (0 = read them in prepared order)",
+        ge=0,
+    )
+    log_every: int = opt(10, "report loss, lr and tokens/s every N optimizer steps", ge=1)
+    checkpoint_every: int = opt(0, "checkpoint every N optimizer steps (0 = each epoch only)", ge=0)
+    max_failures: int = opt(
+        2, "worker-group restarts from the last checkpoint (-1: no limit)", ge=-1
+    )
+    storage_path: str | None = opt(
+        None,
         "where Ray Train keeps checkpoints: a local/NFS path or s3://, gs:// "
         "(default <output_dir>/ray_results)",
-        None,
     )
-    fail_at_step: int = _help(
-        "fault injection for tests: raise once at this optimizer step (0 = never)", 0
-    )
-    seed: int = _help("seed of the data order and dropout", 0)
+    seed: int | None = opt(None, "seed of the data order (per epoch) and dropout (null: seed)")
 
-    def __post_init__(self) -> None:
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"train.zero_stage must be 0..3, got {self.zero_stage}")
-        if self.num_workers < 1 or self.micro_batch < 1 or self.grad_accum < 1:
-            raise ValueError("train: num_workers, micro_batch and grad_accum must be >= 1")
-        self.stage1.check("train.stage1")
-        self.stage2.check("train.stage2")
-        _at_least(self, "train", 1, "log_every")
-        _at_least(self, "train", 0, "warmup_steps", "weight_decay", "grad_clip",
-                  "checkpoint_every", "fail_at_step")  # fmt: skip
-        _at_least(self, "train", -1, "max_failures")  # -1: restart without limit
-        if self.cpus_per_worker <= 0:
-            raise ValueError(f"train.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
         if self.offload and self.zero_stage != 3:
             raise ValueError("train.offload needs zero_stage=3")
-        if self.loss_average not in ("example", "token"):
-            raise ValueError(
-                f"train.loss_average must be example or token, got {self.loss_average!r}"
-            )
+        return self
 
 
-@dataclass
-class EvalConfig:
-    time_mode: str = _help(
-        "next gap: 'greedy', 'expected' (the model's conditional mean from its byte "
-        "probabilities), or 'mean'/'median' of sampled byte tokens",
-        "mean",
+class EvalConfig(DecodeOptions):
+    """Evaluation: the decoding options every prediction uses, and what is scored."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=False, validate_assignment=True, allow_inf_nan=False
     )
-    samples: int = _help("samples for time_mode mean/median", 8)
-    max_text_tokens: int = _help("longest generated text", 48)
-    max_per_task: int = _help("test targets per task (0 = all prepared)", 0)
-    batch_size: int = _help("prompts per generate call", 16)
-    compress: bool = _help(
-        "compress the history of prompts (false: the same targets, histories uncompressed)", True
+
+    max_per_task: int = opt(0, "test targets per task (0 = all prepared)", ge=0)
+    batch_size: int = opt(16, "prompts per generate call", ge=1)
+    ppl_lengths: list[int] = opt(
+        [2, 4, 8, 16, 32, 64, 128], "history lengths (events) of the perplexity curve"
     )
-    ppl_lengths: list[int] = _help(
-        "history lengths (events) of the perplexity curve", [2, 4, 8, 16, 32, 64, 128]
-    )
-    ppl_targets: int = _help("test targets scored per point of that curve (0 = no curve)", 48)
+    ppl_targets: int = opt(48, "test targets scored per point of that curve (0 = no curve)", ge=0)
 
-    def __post_init__(self) -> None:
-        if self.time_mode not in ("greedy", "expected", "mean", "median"):
-            raise ValueError("eval.time_mode must be greedy, expected, mean or median")
-        _at_least(self, "eval", 1, "samples", "max_text_tokens", "batch_size", "ppl_lengths")
-        _at_least(self, "eval", 0, "max_per_task", "ppl_targets")
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        if any(n < 1 for n in self.ppl_lengths):
+            raise ValueError(f"eval.ppl_lengths must be >= 1, got {self.ppl_lengths}")
+        return self
 
 
-@dataclass
-class TuneSettings:
-    deltas: list[float] = _help("Δ values searched", [0.0, 0.05, 0.1, 0.2, 0.5])
-    ranks: list[int] = _help("LoRA ranks searched", [4, 8, 16, 32])
-    lrs: list[float] = _help("learning rates searched", [3e-4, 1e-3, 3e-3])
-    num_samples: int = _help("trials: distinct combinations of the lists above (0 = all)", 8)
-    metric: str = _help("'val_loss' (stage-2 validation loss per epoch)", "val_loss")
-    epochs: int = _help("stage-2 epochs per trial (ASHA's max_t)", 4)
-    grace_period: int = _help("epochs before ASHA may stop a trial", 1)
-    reduction_factor: int = _help("ASHA keeps 1/reduction_factor of trials per rung", 2)
-    max_concurrent: int = _help("trials at once", 1)
-    cpus_per_trial: float = _help("CPU reserved by the trial's driver function", 0.1)
-    with_stage1: bool = _help("run stage 1 in each trial before stage 2", False)
-    seed: int = _help("seed of the search", 0)
+class TuneSettings(Section):
+    deltas: list[float] = opt([0.0, 0.05, 0.1, 0.2, 0.5], "Δ values searched")
+    ranks: list[int] = opt([4, 8, 16, 32], "LoRA ranks searched", min_length=1)
+    lrs: list[float] = opt([3e-4, 1e-3, 3e-3], "learning rates searched", min_length=1)
+    num_samples: int = opt(8, "trials: distinct combinations of the lists above (0 = all)", ge=0)
+    metric: Literal["val_loss"] = opt("val_loss", "'val_loss' (stage-2 validation loss per epoch)")
+    epochs: int = opt(4, "stage-2 epochs per trial (ASHA's max_t)", ge=1)
+    grace_period: int = opt(1, "epochs before ASHA may stop a trial", ge=1)
+    reduction_factor: int = opt(2, "ASHA keeps 1/reduction_factor of trials per rung", ge=2)
+    max_concurrent: int = opt(1, "trials at once", ge=1)
+    cpus_per_trial: float = opt(0.1, "CPU reserved by the trial's driver function", ge=0)
+    with_stage1: bool = opt(False, "run stage 1 in each trial before stage 2")
+    seed: int = opt(0, "seed of the search")
 
-    def __post_init__(self) -> None:
-        if self.metric != "val_loss":
-            raise ValueError("tune.metric: only 'val_loss' is reported per epoch")
-        if min(self.deltas, default=0) < 0 or not self.ranks or not self.lrs:
-            raise ValueError("tune: deltas >= 0 and non-empty ranks and lrs")
-        _at_least(self, "tune", 1, "ranks", "epochs", "grace_period", "max_concurrent")
-        _at_least(self, "tune", 2, "reduction_factor")
-        _at_least(self, "tune", 0, "num_samples", "cpus_per_trial")
-        if min(self.lrs) <= 0:
-            raise ValueError(f"tune.lrs must be > 0, got {self.lrs}")
+    @model_validator(mode="after")
+    def _check(self) -> TuneSettings:
+        if min(self.deltas, default=0) < 0:
+            raise ValueError(f"tune.deltas must be >= 0, got {self.deltas}")
+        if min(self.ranks) < 1 or min(self.lrs) <= 0:
+            raise ValueError("tune.ranks must be >= 1 and tune.lrs > 0")
+        return self
 
 
-@dataclass
-class Config:
+class Config(Section):
     """The whole tree. ``output_dir`` holds every artefact of a run."""
 
-    output_dir: str = _help("where the run writes data, checkpoints and reports", "runs/default")
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tune: TuneSettings = field(default_factory=TuneSettings)
+    output_dir: str = opt("runs/default", "where the run writes data, checkpoints and reports")
+    seed: int = opt(0, "the run's seed: split, targets, initialisation and data order")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+
+    # sections whose seed came from ``seed``: written back as null, so a dumped config given
+    # another seed derives them again
+    _derived: set[str] = PrivateAttr(default_factory=set)
+
+    @model_validator(mode="after")
+    def _derive_seeds(self) -> Config:
+        for name in SECTION_SEEDS:
+            section = getattr(self, name)
+            if section.seed is None:
+                section.seed = self.seed
+                self._derived.add(name)
+        return self
 
     # --- (de)serialisation ---------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = self.model_dump(mode="json")
+        for name in self._derived:
+            data[name]["seed"] = None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        return _build(cls, data, "")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ValueError(_message(err)) from None
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
+    def with_output_dir(self, output_dir: str | Path) -> Config:
+        """The same config writing to another directory (seeds still derived)."""
+        data = self.to_dict()
+        data["output_dir"] = str(output_dir)
+        return Config.from_dict(data)
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"unknown config key(s) {[prefix + k for k in unknown]}; "
-            f"valid keys here: {sorted(prefix + n for n in names)}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+
+def _message(err: ValidationError) -> str:
+    """Pydantic's errors as one line each, naming the key (``data.delta: ...``)."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after",)))
+        if e["type"] == "extra_forbidden":
+            section = ".".join(str(p) for p in e["loc"][:-1])
+            lines.append(f"unknown config key {key!r}; valid keys here: {_keys(section)}")
+        elif e["type"] == "value_error":
+            lines.append(str(e["ctx"]["error"]))
         else:
-            kwargs[name] = _coerce(value, hint, prefix + name)
-    return cls(**kwargs)
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(lines)
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and (value is None or value in ("None", "none")):
-            return None  # YAML's null; "None" is what a Python user types
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"config key {key!r} must be a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[]") for v in value]
-    if hint is float and isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value)  # YAML 1.1 reads "2e-3" as a string
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
-        return float(value)
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is bool and isinstance(value, bool):
-        return value
-    if hint is str and isinstance(value, str):
-        return value
-    if hint is dict and isinstance(value, dict):
-        return value
-    raise ValueError(f"config key {key!r} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+def _keys(section: str) -> list[str]:
+    """The keys of a section (``""``: the top level), for an unknown-key message."""
+    cls: type[BaseModel] = Config
+    for part in filter(None, section.split(".")):
+        annotation = cls.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        cls = annotation
+    return [f"{section}.{name}" if section else name for name in cls.model_fields]
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides (values parsed as YAML) to a plain dict."""
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a plain dict;
+    ``None`` (as a Python user types it) means null."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -369,7 +334,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        node[parts[-1]] = None if value in ("None", "none") else value
     return data
 
 
@@ -377,8 +343,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults ← YAML file ← overrides, checked."""
     data: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must hold a mapping")
     data = apply_overrides(data, overrides or [])
@@ -388,21 +353,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ValueError(f"{path or 'config'}: {err}") from err
 
 
-def describe(cls: type = Config, prefix: str = "") -> list[str]:
+def describe(cls: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     """One line per key with its default and help: what ``--help`` of a job prints."""
     lines = []
-    hints = typing.get_type_hints(cls)
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            lines.extend(describe(hints[f.name], f"{prefix}{f.name}."))
-        else:
-            value = _yaml(getattr(defaults, f.name))
-            lines.append(f"  {prefix}{f.name}={value}  {f.metadata.get('help', '')}")
+    for name, field in cls.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            lines.extend(describe(kind, f"{prefix}{name}."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"  {prefix}{name}={_yaml(default)}  {field.description or ''}")
     return lines
 
 
 def _yaml(value: Any) -> str:
     """A value as it is typed in a ``key=value`` override (YAML: null, true, [1, 2])."""
+    if isinstance(value, tuple):
+        value = list(value)
     text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
     return text.removesuffix("\n...\n").strip()

@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 
 from mmtpp.compression import compression_stats
 from mmtpp.config import EvalConfig
+from mmtpp.decoding import DecodeOptions
 from mmtpp.events import EventSequence, read_info, read_sequences
 from mmtpp.hawkes import HawkesParams, bayes_predictions
-from mmtpp.predict import DecodeOptions, Predictor, Prompt
+from mmtpp.predict import Predictor, Prompt
 from mmtpp.prepare import split_of
 from mmtpp.stats import DEFAULT_DELTAS
 from mmtpp.templates import RESPONSE_LENGTH, SHORT_RESPONSE_ROOM
@@ -399,7 +400,7 @@ def evaluate(
     curves["ppl"] = results["ppl_by_history"]
     curves["events_per_budget"] = results["events_per_budget"]
     results["config"] = config or manifest["config"]
-    results["decode"] = vars(options)
+    results["decode"] = options.model_dump()
     results["versions"] = _versions()
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     table = format_table(results)

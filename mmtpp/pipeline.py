@@ -21,7 +21,6 @@ DONE = "done.json"
 
 def run_pipeline(config: Config) -> dict[str, Any]:
     from mmtpp.evaluate import evaluate, format_table
-    from mmtpp.predict import DecodeOptions
     from mmtpp.prepare import format_summary, prepare_from_config, resolve_dataset
     from mmtpp.train import run_training
 
@@ -46,10 +45,7 @@ def run_pipeline(config: Config) -> dict[str, Any]:
             print(f"stage {stage}: loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
     t = time.perf_counter()
     e = config.eval
-    options = DecodeOptions(
-        time_mode=e.time_mode, samples=e.samples, max_text_tokens=e.max_text_tokens,
-        compress=e.compress,
-    )  # fmt: skip
+    options = e.decode_only()
     out = Path(config.output_dir) / "report"
     run_evaluation = evaluate
     if config.train.use_gpu:  # on a GPU node of the cluster, not in the job's driver

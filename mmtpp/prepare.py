@@ -396,7 +396,7 @@ def _code_version() -> str:
 
 
 def _fingerprint(root: Path, data: DataConfig) -> str:
-    payload = {"data": vars(data), "input": input_fingerprint(root), "code": _code_version()}
+    payload = {"data": data.model_dump(), "input": input_fingerprint(root), "code": _code_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
         :16
     ]
