@@ -54,6 +54,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from mmtpp.events import write_dataset
     from mmtpp.sources.importers import IMPORTERS
+    from mmtpp.validation import Quarantine, ReadError
 
     options = {}
     for pair in args.option or []:
@@ -71,21 +72,46 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise ValueError(f"import {args.format}: give the input file or folder (SOURCE)")
     if not takes_source and args.source:
         raise ValueError(f"import {args.format} reads no SOURCE (got {args.source!r})")
-    valid = sorted(p.name for p in params[int(takes_source) :])
+    valid = sorted(p.name for p in params[int(takes_source) :] if p.name != "quarantine")
     if unknown := sorted(set(options) - set(valid)):
         raise ValueError(f"import {args.format}: unknown option(s) {unknown}; valid: {valid}")
-    info, sequences = loader(args.source, **options) if takes_source else loader(**options)
-    last = [time.monotonic()]
+    quarantine = Quarantine()
+    if args.mode == "quarantine":
+        if "quarantine" not in {p.name for p in params}:
+            raise ValueError(f"import {args.format}: --mode quarantine is not supported")
+        options["quarantine"] = quarantine
+    last, events = [time.monotonic()], [0]
 
     def counted():
         for n, seq in enumerate(sequences, start=1):
+            events[0] += len(seq)
             if time.monotonic() - last[0] >= 1.0:
                 last[0] = time.monotonic()
                 print(f"\rimporting: {n} sequences", end="", file=sys.stderr, flush=True)
             yield seq
 
-    count = write_dataset(args.out, info, counted())
-    print(f"\rimported {count} sequences ({info.num_types} types) to {args.out}", file=sys.stderr)
+    try:
+        info, sequences = loader(args.source, **options) if takes_source else loader(**options)
+        count = write_dataset(args.out, info, counted())
+    except ReadError as err:  # strict mode: the first row or sequence that cannot be read
+        hint = "--mode quarantine imports the rest and sets such rows aside with their reasons"
+        print(f"error: {err}\n({hint})", file=sys.stderr)
+        return 1
+    target = quarantine.write(args.out)  # also removes an earlier import's stale file
+    print(
+        f"\rimported {count} sequences ({events[0]} events, {info.num_types} types) to {args.out}",
+        file=sys.stderr,
+    )
+    if args.mode == "quarantine":
+        for problem in quarantine.problems[:10]:
+            print(f"  {problem}", file=sys.stderr)
+        if len(quarantine.problems) > 10:
+            print(f"  ... and {len(quarantine.problems) - 10} more", file=sys.stderr)
+        unit = "rows" if args.format == "table" else "events"
+        print(quarantine.counts(count, events[0], unit, target), file=sys.stderr)
+    if count == 0:
+        print("error: no sequence could be imported", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -209,7 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="importer option, e.g. -o split=train (easytpp), -o max_sequences=100 -o "
-        "type_by=carrier (nycflights); values are parsed as JSON when possible",
+        "type_by=carrier (nycflights), -o image_root=DIR (table, mmtpp_json: a trusted folder "
+        "absolute image paths and symlinks may lead into); values are parsed as JSON when "
+        "possible",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["strict", "quarantine"],
+        default="strict",
+        help="strict (default): fail at the first row or sequence that cannot be read; "
+        "quarantine: set those aside in OUT/quarantine.parquet with their reasons (a bad row "
+        "takes its whole sequence along) and import the rest",
     )
     p.set_defaults(func=_cmd_import)
 

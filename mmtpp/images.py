@@ -97,33 +97,83 @@ class ImageSpec:
         return (1, h // self.patch_size, w // self.patch_size)
 
 
-def resolve_path(ref: str, root: str | Path | None) -> Path:
-    """A relative image path → a file under ``root``; refuses paths that escape it."""
-    if root is None:
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def resolve_path(ref: str, root: str | Path | None, trusted_root: str | Path | None = None) -> Path:
+    """An image path → the real path of the file it names; refuses paths that escape.
+
+    The rule, the same for importers, validation, preparation and Serve:
+
+    - a ``..`` component is refused always (even when it would land inside a root);
+    - a relative path is joined to ``root`` (to ``trusted_root`` when ``root`` is None);
+    - an absolute path is refused unless a ``trusted_root`` is given;
+    - the real path (every symlink followed) must lie under the real path of ``root`` (relative
+      paths only) or of ``trusted_root``. So a symlink, or a symlinked folder, may point
+      anywhere under the trusted root, and nowhere else.
+
+    Without ``trusted_root`` this is the strict rule: relative paths that stay under ``root``.
+    """
+    base = root if root is not None else trusted_root
+    if base is None:
         raise ImageError("path_not_allowed", f"image path {ref!r} given but no image root is set")
-    rel = Path(ref)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ImageError("path_escapes_root", f"image path {ref!r} must be relative, without '..'")
-    base = Path(root).resolve()
-    path = (base / rel).resolve()
-    if base != path and base not in path.parents:
-        raise ImageError("path_escapes_root", f"image path {ref!r} resolves outside {base}")
+    given = Path(ref)
+    if ".." in given.parts:
+        raise ImageError("path_escapes_root", f"image path {ref!r} must not contain '..'")
+    if given.is_absolute() and trusted_root is None:
+        raise ImageError(
+            "path_escapes_root",
+            f"image path {ref!r} must be relative (absolute paths need a trusted image_root)",
+        )
+    try:
+        # strict=False: a missing file resolves too, and is reported as missing by the caller
+        folders = [Path(base).resolve()] if not given.is_absolute() else []
+        if trusted_root is not None:
+            folders.append(Path(trusted_root).resolve())
+        path = (Path(base) / given).resolve()  # an absolute ``given`` replaces ``base``
+    except (OSError, RuntimeError, ValueError) as err:  # symlink loop, NUL byte
+        raise ImageError("bad_path", f"image path {ref!r} cannot be resolved: {err}") from err
+    if not any(_inside(path, folder) for folder in folders):
+        allowed = " or ".join(str(f) for f in dict.fromkeys(folders))
+        hint = "" if trusted_root is not None else " (name a trusted image_root to allow it)"
+        raise ImageError(
+            "path_escapes_root", f"image path {ref!r} resolves outside {allowed}{hint}"
+        )
     return path
 
 
-def read_bytes(ref: ImageRef, root: str | Path | None, spec: ImageSpec) -> bytes:
-    """The encoded bytes of an image reference, size-checked."""
+def as_trusted_root(image_root: str | Path | None) -> Path | None:
+    """A trusted image root as a user gives it: None, or a folder that exists."""
+    if image_root is None:
+        return None
+    root = Path(str(image_root))
+    if not root.is_dir():
+        raise ValueError(f"image_root {str(image_root)!r}: no such folder")
+    return root
+
+
+def read_bytes(
+    ref: ImageRef,
+    root: str | Path | None,
+    spec: ImageSpec,
+    trusted_root: str | Path | None = None,
+) -> bytes:
+    """The encoded bytes of an image reference, size-checked (paths: see ``resolve_path``)."""
     if isinstance(ref, bytes | bytearray | memoryview):
         data = bytes(ref)
     else:
-        path = resolve_path(str(ref), root)
+        path = resolve_path(str(ref), root, trusted_root)
         if not path.is_file():
-            raise ImageError("missing", f"image file {ref!r} not found under {root}")
-        if path.stat().st_size > spec.max_bytes:
-            raise ImageError(
-                "oversize", f"image {ref!r}: {path.stat().st_size} bytes > {spec.max_bytes}"
-            )
-        data = path.read_bytes()
+            where = root if root is not None else trusted_root
+            raise ImageError("missing", f"image file {ref!r} not found under {where}")
+        size = path.stat().st_size
+        if size > spec.max_bytes:
+            raise ImageError("oversize", f"image {ref!r}: {size} bytes > {spec.max_bytes}")
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ImageError("unreadable", f"image file {ref!r} cannot be read: {err}") from err
     if len(data) > spec.max_bytes:
         raise ImageError("oversize", f"image of {len(data)} bytes > max_bytes {spec.max_bytes}")
     if not data:
@@ -161,13 +211,23 @@ def open_image(data: bytes, spec: ImageSpec, decode: bool = True) -> Image.Image
     return image
 
 
-def load_image(ref: ImageRef, root: str | Path | None, spec: ImageSpec) -> Image.Image:
+def load_image(
+    ref: ImageRef,
+    root: str | Path | None,
+    spec: ImageSpec,
+    trusted_root: str | Path | None = None,
+) -> Image.Image:
     """An image reference → a decoded RGB Pillow image (raises ImageError)."""
-    return open_image(read_bytes(ref, root, spec), spec, decode=True)
+    return open_image(read_bytes(ref, root, spec, trusted_root), spec, decode=True)
 
 
-def image_size(ref: ImageRef, root: str | Path | None, spec: ImageSpec) -> tuple[int, int]:
+def image_size(
+    ref: ImageRef,
+    root: str | Path | None,
+    spec: ImageSpec,
+    trusted_root: str | Path | None = None,
+) -> tuple[int, int]:
     """(height, width) of an image reference, from its header only."""
-    image = open_image(read_bytes(ref, root, spec), spec, decode=False)
+    image = open_image(read_bytes(ref, root, spec, trusted_root), spec, decode=False)
     width, height = image.size
     return height, width

@@ -43,7 +43,10 @@ def test_import_argument_errors_are_one_line(tmp_path, capsys):
     csv.write_text("seq_id,time,type\na,0,0\na,1,1\n")
     out = str(tmp_path / "ds")
     for argv, message in (
-        (["table", str(csv), "-o", "foo=1"], "unknown option(s) ['foo']; valid: ['time_format'"),
+        (
+            ["table", str(csv), "-o", "foo=1"],
+            "unknown option(s) ['foo']; valid: ['image_root', 'time_format'",
+        ),
         (["table"], "give the input file or folder (SOURCE)"),
         (["nycflights", "somewhere"], "reads no SOURCE"),
     ):

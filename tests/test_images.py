@@ -1,11 +1,21 @@
 import io
+import os
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from mmtpp.images import ImageError, ImageSpec, image_size, load_image, resolve_path
+from mmtpp.images import (
+    ImageError,
+    ImageSpec,
+    image_size,
+    load_image,
+    read_bytes,
+    resolve_path,
+)
 
 
 def png(width, height) -> bytes:
@@ -48,6 +58,66 @@ def test_symlink_out_of_root_is_refused(tmp_path):
     (root / "link.png").symlink_to(outside)
     with pytest.raises(ImageError, match="outside"):
         resolve_path("link.png", root)
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """A project whose images/ is a symlink to a store elsewhere, as clusters mount them; the
+    store holds a symlink leading out of it."""
+    store, project = tmp_path / "store", tmp_path / "project"
+    store.mkdir()
+    project.mkdir()
+    (store / "a.png").write_bytes(png(8, 8))
+    (tmp_path / "secret.png").write_bytes(png(9, 9))
+    (store / "out.png").symlink_to(tmp_path / "secret.png")
+    (project / "images").symlink_to(store, target_is_directory=True)
+    return project, store
+
+
+def test_a_trusted_root_admits_symlinked_folders_and_absolute_paths_under_it(mounted):
+    project, store = mounted
+    with pytest.raises(ImageError, match="resolves outside"):
+        resolve_path("images/a.png", project)
+    with pytest.raises(ImageError, match="must be relative"):
+        resolve_path(str(store / "a.png"), project)
+    real = (store / "a.png").resolve()
+    for trusted in (store, project / "images"):  # the store, or the link that mounts it
+        assert resolve_path("images/a.png", project, trusted) == real
+        assert resolve_path(str(store / "a.png"), project, trusted) == real
+        assert resolve_path("a.png", None, trusted) == real  # no base: relative to the root
+    assert read_bytes("images/a.png", project, ImageSpec(), store) == png(8, 8)
+
+
+@pytest.mark.parametrize(
+    "ref", ["images/out.png", "images/../images/a.png", "../store/a.png", "{tmp}/secret.png"]
+)
+def test_a_trusted_root_still_refuses_traversal_and_escaping_symlinks(mounted, tmp_path, ref):
+    project, store = mounted
+    with pytest.raises(ImageError) as err:
+        resolve_path(ref.format(tmp=tmp_path), project, store)
+    assert err.value.reason == "path_escapes_root"
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b.png", "..", ".", "c"]), min_size=1, max_size=6),
+    st.booleans(),
+    st.booleans(),
+)
+def test_dot_dot_is_always_refused_and_accepted_paths_stay_inside(
+    tmp_path_factory, parts, absolute, trust
+):
+    """The rule: no '..' component, whatever the roots; an accepted path lies under a root."""
+    root = tmp_path_factory.getbasetemp() / "dot_dot_root"  # shared: nothing is written in it
+    root.mkdir(exist_ok=True)
+    ref = os.path.join(str(root) if absolute else "", *parts)
+    trusted = root if trust else None
+    if ".." in parts or (absolute and not trust):
+        with pytest.raises(ImageError) as err:
+            resolve_path(ref, root, trusted)
+        assert err.value.reason == "path_escapes_root"
+    else:
+        path = resolve_path(ref, root, trusted)
+        assert path == root.resolve() or root.resolve() in path.parents
 
 
 def test_path_without_root_is_refused():

