@@ -118,6 +118,9 @@ def simulate(
     rng: np.random.Generator,
     num_events: int | None = None,
     t_end: float | None = None,
+    *,
+    start: float = 0.0,
+    excitation: ArrayLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ogata thinning from an empty history at t = 0 → (times float64 [n], types int64 [n]).
 
@@ -127,6 +130,10 @@ def simulate(
     with probability λ(t')/bound, and pick the type in proportion to λ_k(t'). The K
     excitations are kept as Python floats: for a handful of types that is several times
     faster than numpy calls on tiny arrays (~200k events in about a second).
+
+    ``start`` and ``excitation`` (S [K] right after the last event of a history, at time
+    ``start``) continue that history instead: the process is Markov in S, so this draws
+    from the true conditional law of what follows.
     """
     if num_events is None and t_end is None:
         raise ValueError("simulate: give num_events, t_end or both")
@@ -140,9 +147,15 @@ def simulate(
     jumps = (alpha * beta).T.tolist()  # jumps[j][k]: added to S_k by a type-j event
     total_mu = float(mu.sum())
     state = [0.0] * k_types
+    if excitation is not None:
+        state = [float(v) for v in np.asarray(excitation, dtype=float).reshape(-1)]
+        if len(state) != k_types or not all(math.isfinite(v) and v >= 0 for v in state):
+            raise ValueError(
+                f"simulate: excitation must hold {k_types} finite values >= 0, got {excitation}"
+            )
     times: list[float] = []
     types: list[int] = []
-    t = 0.0
+    t = float(start)
     batch = 8192
     exps = rng.standard_exponential(batch)
     unif = rng.random(batch)
@@ -194,6 +207,64 @@ def excitation_after_events(params: HawkesParams, times: ArrayLike, types: Array
         state = state * decay[i] + jumps[i]
         out[i] = state
     return out
+
+
+def target_indices(targets: ArrayLike | None, n: int, last: int) -> np.ndarray:
+    """Target event indices as int64 [m], checked to lie in 1..``last`` (default 1..n−1).
+
+    Target i is predicted from events 0..i−1; ``last`` = n allows the event after the
+    history, whose gap and type are not known yet."""
+    if targets is None:
+        return np.arange(1, n, dtype=np.int64)
+    idx = np.asarray(targets)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError(f"targets must be a 1-D array of event indices, got {targets!r}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 1 or idx.max() > last):
+        raise ValueError(
+            f"targets must lie in 1..{last} for a history of {n} events (target i is "
+            f"predicted from events < i), got {idx.min()}..{idx.max()}"
+        )
+    return idx
+
+
+def check_history(history: int | None) -> None:
+    """``history`` (events a predictor sees) must be None (all) or an integer >= 1."""
+    if history is None:
+        return
+    if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 1:
+        raise ValueError(f"history must be None (all events) or an integer >= 1, got {history!r}")
+
+
+def excitation_before(
+    params: HawkesParams,
+    times: ArrayLike,
+    types: ArrayLike,
+    targets: ArrayLike | None = None,
+    history: int | None = None,
+) -> np.ndarray:
+    """S [m, K] right after event i−1 for each target i (default 1..n−1; n is allowed).
+
+    With ``history`` = L only the events max(0, i−L)..i−1 count, as if nothing had happened
+    before them: S_L(i−1) = S(i−1) − e^{−β(t_{i−1} − t_{i−1−L})}·S(i−1−L), the full recursion
+    minus what the older events still contribute (both terms are O(S), so the difference
+    loses nothing that matters at float64; tiny negatives from rounding are clipped).
+    """
+    _, _, beta = params.arrays()
+    check_history(history)
+    t = np.asarray(times, dtype=np.float64)
+    full = excitation_after_events(params, t, types)
+    idx = target_indices(targets, t.size, t.size)
+    after = full[idx - 1]
+    if history is None:
+        return after
+    old = idx - 1 - int(history)
+    cut = old >= 0
+    if np.any(cut):
+        fade = np.exp(-beta * (t[idx[cut] - 1] - t[old[cut]]))
+        after = after.copy()
+        after[cut] = np.maximum(after[cut] - fade[:, None] * full[old[cut]], 0.0)
+    return after
 
 
 def log_likelihood(
@@ -256,45 +327,92 @@ def predict_next(
 
 
 def median_gap(total_mu: float, c: np.ndarray, beta: float) -> np.ndarray:
-    """Solve Λ(τ) = M·τ + c·(1 − e^{−βτ}) = ln 2 for τ, vectorised over c.
+    """Solve Λ(τ) = M·τ + c·(1 − e^{−βτ}) = ln 2 for τ, vectorised over c."""
+    return gap_quantile(total_mu, c, beta, 0.5)
 
-    Λ is increasing and concave and Λ(ln2/M) ≥ ln 2, so the root lies in [0, ln2/M]. Newton
-    steps (kept inside the shrinking bracket, else bisection) converge in a few iterations.
+
+def gap_quantile(total_mu: float, c: ArrayLike, beta: float, level: ArrayLike) -> np.ndarray:
+    """The gap τ with P(gap ≤ τ) = ``level``: Λ(τ) = −log(1 − level); c and level broadcast.
+
+    Λ is increasing and concave and Λ(y/M) ≥ y for y = −log(1 − level), so the root lies in
+    [0, y/M]. Newton steps (kept inside the shrinking bracket, else bisection) converge in a
+    few iterations, to ~1e-14 relative. Level 0 gives 0 and level 1 gives inf.
     """
-    c = np.asarray(c, dtype=float)
+    c, level = np.broadcast_arrays(np.asarray(c, dtype=float), np.asarray(level, dtype=float))
+    if np.any(~((level >= 0) & (level <= 1))):
+        raise ValueError(f"quantile levels must lie in [0, 1], got {np.unique(level)}")
+    with np.errstate(divide="ignore"):
+        target = -np.log1p(-level)
+    inner = (level > 0) & (level < 1)
+    c = c.reshape(-1)
+    goal = np.where(inner, target, LN2).reshape(-1)  # a harmless problem where fixed anyway
     lo = np.zeros_like(c)
-    hi = np.full_like(c, LN2 / total_mu)
+    hi = goal / total_mu
     tau = hi.copy()
-    for _ in range(60):
-        e = np.exp(-beta * tau)
-        f = total_mu * tau - c * np.expm1(-beta * tau) - LN2
-        hi = np.where(f > 0, tau, hi)
-        lo = np.where(f > 0, lo, tau)
-        step = tau - f / (total_mu + c * beta * e)
-        inside = (step > lo) & (step < hi)
-        new = np.where(inside, step, 0.5 * (lo + hi))
-        if np.all(np.abs(new - tau) <= 1e-14 * np.maximum(tau, 1e-300)):
-            return new
-        tau = new
-    return tau
+    todo = np.arange(c.size)
+    for _ in range(100):
+        if todo.size == 0:
+            break
+        x, cc = tau[todo], c[todo]
+        e = np.exp(-beta * x)
+        f = total_mu * x - cc * np.expm1(-beta * x) - goal[todo]
+        hi[todo] = np.where(f > 0, x, hi[todo])
+        lo[todo] = np.where(f > 0, lo[todo], x)
+        step = x - f / (total_mu + cc * beta * e)
+        a, b = lo[todo], hi[todo]
+        new = np.where((step >= a) & (step <= b), step, 0.5 * (a + b))
+        tau[todo] = new
+        todo = todo[(np.abs(new - x) > 1e-14 * new) & (f != 0)]
+    tau = tau.reshape(level.shape)
+    return np.where(inner, tau, np.where(level >= 1, np.inf, 0.0))
 
 
-def bayes_predictions(params: HawkesParams, times: ArrayLike, types: ArrayLike) -> BayesPredictions:
-    """The Bayes-optimal prediction of every event i ≥ 1 of one sequence from events < i.
+def gap_cdf(params: HawkesParams, excitation: ArrayLike, gaps: ArrayLike) -> np.ndarray:
+    """P(next gap ≤ τ) = 1 − e^{−Λ(τ)} given S right after the last event (``[m, K]``) at
+    ``gaps`` τ (``[m]`` or ``[m, G]``); the same shape as ``gaps``."""
+    mu, _, beta = params.arrays()
+    s_k = np.atleast_2d(np.asarray(excitation, dtype=float))
+    tau = np.asarray(gaps, dtype=float)
+    c = s_k.sum(axis=1) / beta
+    c = c if tau.ndim == 1 else c[:, None]
+    return -np.expm1(-(mu.sum() * tau - c * np.expm1(-beta * tau)))
 
-    All targets are evaluated at once (closed forms, vectorised); only the O(n·K) excitation
-    recursion walks the events.
+
+def gap_quantiles(params: HawkesParams, excitation: ArrayLike, levels: ArrayLike) -> np.ndarray:
+    """Quantiles [m, Q] of the next gap at ``levels`` [Q] given S right after the last event
+    (``[m, K]``): the inverse of ``gap_cdf`` (see ``gap_quantile``)."""
+    mu, _, beta = params.arrays()
+    s_k = np.atleast_2d(np.asarray(excitation, dtype=float))
+    q = np.atleast_1d(np.asarray(levels, dtype=float))
+    return gap_quantile(float(mu.sum()), (s_k.sum(axis=1) / beta)[:, None], beta, q[None, :])
+
+
+def bayes_predictions(
+    params: HawkesParams,
+    times: ArrayLike,
+    types: ArrayLike,
+    history: int | None = None,
+    targets: ArrayLike | None = None,
+) -> BayesPredictions:
+    """The Bayes-optimal prediction of every event i ≥ 1 of one sequence (or of ``targets``,
+    indices in 1..n−1) from events < i.
+
+    With ``history`` = L the excitation counts only the last L events before each target (see
+    ``excitation_before``): what a predictor that sees L events reaches. All targets are
+    evaluated at once (closed forms, vectorised); only the O(n·K) excitation recursion walks
+    the events.
     """
     mu, _, beta = params.arrays()
     t = np.asarray(times, dtype=np.float64)
     k = np.asarray(types, dtype=np.int64)
-    if t.size < 2:
+    idx = target_indices(targets, t.size, t.size - 1)
+    if idx.size == 0:
         empty = np.empty(0)
         return BayesPredictions(empty, empty, np.empty((0, params.num_types)), empty, empty, empty)
-    after = excitation_after_events(params, t, k)[:-1]
+    after = excitation_before(params, t, k, idx, history)
     mean, median, probs = predict_next(params, after)
-    gaps = np.diff(t)
-    target = k[1:]
+    gaps = t[idx] - t[idx - 1]
+    target = k[idx]
     rows = np.arange(gaps.size)
     decayed = after * np.exp(-beta * gaps)[:, None]
     lam_k = mu[target] + decayed[rows, target]

@@ -8,6 +8,9 @@ from mmtpp.hawkes import (
     HawkesParams,
     bayes_predictions,
     excitation_after_events,
+    excitation_before,
+    gap_cdf,
+    gap_quantiles,
     log_likelihood,
     median_gap,
     predict_next,
@@ -95,8 +98,12 @@ def test_closed_forms_match_numerical_integration():
         assert mean[row] == pytest.approx(quad(survival, 0, np.inf, limit=200)[0], rel=1e-6)
         assert survival(median[row]) == pytest.approx(0.5, abs=1e-9)
         for k in range(2):
-            pk = quad(lambda t, k=k, s=s: (mu[k] + s[k] * np.exp(-beta * t)) * survival(t),
-                      0, np.inf, limit=200)[0]  # fmt: skip
+            pk = quad(
+                lambda t, k=k, s=s: (mu[k] + s[k] * np.exp(-beta * t)) * survival(t),
+                0,
+                np.inf,
+                limit=200,
+            )[0]
             assert probs[row, k] == pytest.approx(pk, rel=1e-6)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-12)
 
@@ -177,3 +184,52 @@ def test_bayes_predictor_beats_constant_predictors():
 def test_short_sequences_give_empty_predictions():
     b = bayes_predictions(PARAMS, [1.0], [0])
     assert b.mean_gap.shape == (0,) and b.type_probs.shape == (0, 2)
+
+
+def test_excitation_from_the_last_events_only_matches_a_naive_sum():
+    times, types = simulate(PARAMS, np.random.default_rng(6), num_events=80)
+    _, alpha, beta = PARAMS.arrays()
+    targets = np.array([1, 2, 10, 40, 80])  # 80: the event after the history
+    for history in (1, 3, 25, None):
+        got = excitation_before(PARAMS, times, types, targets, history)
+        for row, i in enumerate(targets):
+            first = 0 if history is None else max(0, i - history)
+            seen = range(first, i)
+            fade = np.exp(-beta * (times[i - 1] - times[list(seen)]))
+            want = (alpha[:, types[list(seen)]] * beta * fade).sum(axis=1)
+            np.testing.assert_allclose(got[row], want, rtol=1e-9, atol=1e-12)
+    full = bayes_predictions(PARAMS, times, types)
+    np.testing.assert_array_equal(
+        bayes_predictions(PARAMS, times, types, history=10**6).nll, full.nll
+    )
+    short = bayes_predictions(PARAMS, times, types, history=2, targets=[5, 70])
+    assert short.nll.shape == (2,) and not np.allclose(short.nll, full.nll[[4, 69]])
+    with pytest.raises(ValueError, match="targets"):
+        bayes_predictions(PARAMS, times, types, targets=[80])
+    with pytest.raises(ValueError, match="history"):
+        bayes_predictions(PARAMS, times, types, history=0)
+
+
+def test_gap_quantiles_invert_the_cdf():
+    state = np.array([[0.0, 0.0], [1.5, 0.4], [300.0, 20.0]])
+    levels = np.array([1e-9, 0.01, 0.3, 0.5, 0.9, 0.999999])
+    q = gap_quantiles(PARAMS, state, levels)
+    assert q.shape == (3, 6) and np.all(np.diff(q, axis=1) > 0)
+    np.testing.assert_allclose(gap_cdf(PARAMS, state, q), np.tile(levels, (3, 1)), rtol=1e-10)
+    np.testing.assert_allclose(q[:, 3], predict_next(PARAMS, state)[1], rtol=1e-12)
+    np.testing.assert_array_equal(gap_quantiles(PARAMS, state, [0.0, 1.0]), [[0, np.inf]] * 3)
+    with pytest.raises(ValueError, match="levels"):
+        gap_quantiles(PARAMS, state, [-0.1])
+
+
+def test_simulation_continues_a_history_from_its_excitation():
+    """Continuing after a history with excitation S gives the next-gap law of predict_next."""
+    state = np.array([6.0, 2.0])
+    rng = np.random.default_rng(9)
+    draws = [simulate(PARAMS, rng, num_events=1, start=50.0, excitation=state) for _ in range(6000)]
+    firsts = np.array([t[0] for t, _ in draws]) - 50.0
+    mean, median, _ = predict_next(PARAMS, state)
+    assert abs(firsts.mean() - mean[0]) < 4 * firsts.std() / math.sqrt(firsts.size)
+    assert abs(np.mean(firsts <= median[0]) - 0.5) < 4 * 0.5 / math.sqrt(firsts.size)
+    with pytest.raises(ValueError, match="excitation"):
+        simulate(PARAMS, rng, num_events=1, excitation=[1.0])

@@ -1,0 +1,419 @@
+"""The exact Bayes-optimal predictor of a synthetic dataset's true process, behind one interface.
+
+A synthetic dataset records its true process in ``dataset.json`` (``info.source``): ``"hawkes"``
+(``mmtpp.hawkes``), ``"regime"`` (``mmtpp.regime``) or ``"profile"`` (``mmtpp.profile``).
+``oracle_from_source`` turns any of them into an ``Oracle``, which answers for one sequence
+(times, types) and target indices — target i is event i predicted from events < i, or from
+only the last ``history`` of them:
+
+- ``predictions``: the ``BayesPredictions`` (mean and median gap, type probabilities, time,
+  type and joint NLL of the true next event); ``predict_next`` the first three for any target,
+  the event after the history included;
+- ``gap_cdf``: P(gap ≤ τ) (at the true gaps: the probability integral transform, PIT);
+- ``gap_quantiles``: the gaps at given levels (intervals, coverage, CRPS): the CDF at them is
+  the level to ~1e-15 (safeguarded Newton on the closed-form survival function);
+- ``continuations``: samples of the true process continued after a history, with the
+  generator's parameters — the reference a perfect model's multi-step forecasts would match.
+  For the profile process the parameters that matter are the sequence's own, which the oracle
+  does not know: each sample draws them from their posterior given the history.
+
+A plain Hawkes process is the one-regime case of the regime process; its oracle uses
+``mmtpp.hawkes``'s own closed forms (CDF 1 − e^{−Λ(τ)}), and tests check the two agree.
+The profile oracle knows the priors, not a sequence's draws: it is the posterior predictive,
+the limit for a model that learns each sequence from its events (and ``image_predictions``,
+the limit for one that also reads every image's hint).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from mmtpp import hawkes, profile, regime
+from mmtpp.hawkes import BayesPredictions, HawkesParams
+from mmtpp.profile import ProfileParams
+from mmtpp.regime import RegimeParams
+
+
+@dataclass(frozen=True)
+class ContinuationSamples:
+    """S sampled continuations of one history that ends at ``start``: ``times`` [S, W]
+    (absolute, NaN after a sample's last event), ``types`` [S, W] (int64, −1 there) and
+    ``counts`` [S] events per sample. The padding is ``mmtpp.multistep``'s, so
+    ``multistep.Continuations(start=[s.start], times=s.times[None], types=s.types[None])``
+    holds the same samples."""
+
+    start: float
+    times: np.ndarray
+    types: np.ndarray
+    counts: np.ndarray
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(times, types) of sample i, without padding."""
+        n = int(self.counts[i])
+        return self.times[i, :n], self.types[i, :n]
+
+
+class Oracle(ABC):
+    """The Bayes-optimal predictor of one known process (see the module docstring)."""
+
+    kind: str
+    num_types: int
+
+    @abstractmethod
+    def predictions(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> BayesPredictions:
+        """Predictions of each target i (default every i in 1..n−1) from events < i, or from
+        only the last ``history`` of them."""
+
+    @abstractmethod
+    def predict_next(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean gap [m], median gap [m], type probabilities [m, K]) of each target, which may
+        include n — the event after the history, whose truth ``predictions`` would need."""
+
+    def predictions_for_histories(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        histories: Sequence[int | None],
+        targets: ArrayLike | None = None,
+    ) -> list[BayesPredictions]:
+        """``predictions`` for each history length in ``histories`` (None: all events), sharing
+        the work that does not depend on it: the value-of-history curve of one sequence."""
+        return [self.predictions(times, types, targets, h) for h in histories]
+
+    @abstractmethod
+    def gap_cdf(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        gaps: ArrayLike | None = None,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        """P(gap of target i ≤ τ) at ``gaps`` ([m] or [m, G]; default the true gaps, which
+        gives the PIT values [m]). Targets may include n (after the history) when ``gaps`` is
+        given."""
+
+    @abstractmethod
+    def gap_quantiles(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        levels: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        """Gaps [m, Q] at quantile ``levels`` [Q] of each target's gap (targets may include
+        n)."""
+
+    @abstractmethod
+    def continuations(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        rng: np.random.Generator,
+        samples: int,
+        steps: int | None = None,
+        until: float | None = None,
+    ) -> ContinuationSamples:
+        """``samples`` draws of what follows the history (all of ``times``/``types``), for
+        ``steps`` events or until the absolute time ``until`` (whichever comes first)."""
+
+    def _true_gaps(self, times: ArrayLike, targets: ArrayLike | None) -> np.ndarray:
+        t = np.asarray(times, dtype=np.float64)
+        idx = hawkes.target_indices(targets, t.size, t.size - 1)
+        return t[idx] - t[idx - 1]
+
+
+class HawkesOracle(Oracle):
+    """The oracle of a plain multivariate Hawkes process (``mmtpp.hawkes``)."""
+
+    kind = "hawkes"
+
+    def __init__(self, params: HawkesParams) -> None:
+        self.params = params
+        self.num_types = params.num_types
+
+    def predictions(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> BayesPredictions:
+        return hawkes.bayes_predictions(self.params, times, types, history, targets)
+
+    def predict_next(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        state = hawkes.excitation_before(self.params, times, types, targets, history)
+        return hawkes.predict_next(self.params, state)
+
+    def gap_cdf(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        gaps: ArrayLike | None = None,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        if gaps is None:
+            gaps = self._true_gaps(times, targets)
+        state = hawkes.excitation_before(self.params, times, types, targets, history)
+        return hawkes.gap_cdf(self.params, state, gaps)
+
+    def gap_quantiles(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        levels: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        state = hawkes.excitation_before(self.params, times, types, targets, history)
+        return hawkes.gap_quantiles(self.params, state, levels)
+
+    def continuations(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        rng: np.random.Generator,
+        samples: int,
+        steps: int | None = None,
+        until: float | None = None,
+    ) -> ContinuationSamples:
+        t = np.asarray(times, dtype=np.float64)
+        state = (
+            hawkes.excitation_before(self.params, t, types, [t.size])[0]
+            if t.size
+            else np.zeros(self.num_types)
+        )
+        # the one-regime process is this Hawkes process: one vectorised sampler for both
+        as_regime = RegimeParams.from_hawkes(self.params)
+        start = float(t[-1]) if t.size else 0.0
+        drawn = regime.sample_continuations(
+            as_regime, rng, samples, start, [1.0], state, steps, until
+        )
+        return ContinuationSamples(start, *drawn)
+
+
+class RegimeOracle(Oracle):
+    """The oracle of the regime-modulated Hawkes process (``mmtpp.regime``): forward filter."""
+
+    kind = "regime"
+
+    def __init__(self, params: RegimeParams) -> None:
+        self.params = params
+        self.num_types = params.num_types
+
+    def predictions(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> BayesPredictions:
+        return regime.bayes_predictions(self.params, times, types, history, targets)
+
+    def predict_next(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ev = regime.next_event(self.params, times, types, targets, history)
+        return ev.mean_gap(), ev.quantiles([0.5])[:, 0], ev.type_probs()
+
+    def predictions_for_histories(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        histories: Sequence[int | None],
+        targets: ArrayLike | None = None,
+    ) -> list[BayesPredictions]:
+        run = regime.filter_pass(self.params, times, types)
+        return [
+            regime.bayes_predictions(self.params, times, types, h, targets, run) for h in histories
+        ]
+
+    def gap_cdf(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        gaps: ArrayLike | None = None,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        if gaps is None:
+            gaps = self._true_gaps(times, targets)
+        return regime.next_event(self.params, times, types, targets, history).cdf(gaps)
+
+    def gap_quantiles(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        levels: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        return regime.next_event(self.params, times, types, targets, history).quantiles(levels)
+
+    def continuations(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        rng: np.random.Generator,
+        samples: int,
+        steps: int | None = None,
+        until: float | None = None,
+    ) -> ContinuationSamples:
+        t = np.asarray(times, dtype=np.float64)
+        if t.size:
+            probs, state = regime.filtered_states(self.params, t, types, [t.size])
+            probs, state, start = probs[0], state[0], float(t[-1])
+        else:
+            probs, state, start = self.params.stationary(), np.zeros(self.num_types), 0.0
+        drawn = regime.sample_continuations(
+            self.params, rng, samples, start, probs, state, steps, until
+        )
+        return ContinuationSamples(start, *drawn)
+
+
+class ProfileOracle(Oracle):
+    """The oracle of the profile process (``mmtpp.profile``): the posterior predictive of each
+    sequence's own transition matrix and gap rates, in closed form."""
+
+    kind = "profile"
+
+    def __init__(self, params: ProfileParams) -> None:
+        self.params = params
+        self.num_types = params.num_types
+
+    def predictions(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> BayesPredictions:
+        return profile.bayes_predictions(self.params, times, types, history, targets)
+
+    def image_predictions(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        shown: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> BayesPredictions:
+        """``predictions`` of a perfect reader of the images: it also knows the hint
+        ``shown`` [n] of every event's image (``mmtpp.sources.synthetic.sequence_profile``)."""
+        return profile.bayes_predictions(self.params, times, types, history, targets, shown)
+
+    def image_predictions_for_histories(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        shown: ArrayLike,
+        histories: Sequence[int | None],
+        targets: ArrayLike | None = None,
+    ) -> list[BayesPredictions]:
+        """``image_predictions`` for each history length (one tally of the sequence)."""
+        run = profile.tally(self.params, times, types, shown)
+        return [
+            profile.bayes_predictions(self.params, times, types, h, targets, run=run)
+            for h in histories
+        ]
+
+    def predict_next(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ev = profile.next_event(self.params, times, types, targets, history)
+        return ev.mean_gap(), ev.median_gap(), ev.type_probs()
+
+    def predictions_for_histories(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        histories: Sequence[int | None],
+        targets: ArrayLike | None = None,
+    ) -> list[BayesPredictions]:
+        run = profile.tally(self.params, times, types)
+        return [
+            profile.bayes_predictions(self.params, times, types, h, targets, run=run)
+            for h in histories
+        ]
+
+    def gap_cdf(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        gaps: ArrayLike | None = None,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        if gaps is None:
+            gaps = self._true_gaps(times, targets)
+        return profile.next_event(self.params, times, types, targets, history).cdf(gaps)
+
+    def gap_quantiles(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        levels: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        return profile.next_event(self.params, times, types, targets, history).quantiles(levels)
+
+    def continuations(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        rng: np.random.Generator,
+        samples: int,
+        steps: int | None = None,
+        until: float | None = None,
+    ) -> ContinuationSamples:
+        return ContinuationSamples(
+            *profile.sample_continuations(self.params, rng, samples, times, types, steps, until)
+        )
+
+
+def oracle_from_source(source: Mapping[str, Any]) -> Oracle | None:
+    """The oracle of a dataset's ``info.source``: its ``"profile"``, ``"regime"`` or
+    ``"hawkes"`` parameters (a synthetic dataset has one of them), or None when none is there
+    (real data)."""
+    if source.get("profile"):
+        return ProfileOracle(ProfileParams.from_dict(source["profile"]))
+    if source.get("regime"):
+        return RegimeOracle(RegimeParams.from_dict(source["regime"]))
+    if source.get("hawkes"):
+        return HawkesOracle(HawkesParams.from_dict(source["hawkes"]))
+    return None
