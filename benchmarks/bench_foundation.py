@@ -28,8 +28,12 @@ from mmtpp.tokens import TokenIds, train_tokenizer
 
 def make_sequences(total: int, per_seq: int = 500, seed: int = 0) -> list[EventSequence]:
     """Text-only synthetic sequences (the generator's Hawkes times and varied sentences)."""
-    cfg = SynthConfig(num_sequences=total // per_seq, events_per_sequence=(per_seq, per_seq),
-                      images=False, seed=seed)  # fmt: skip
+    cfg = SynthConfig(
+        num_sequences=total // per_seq,
+        events_per_sequence=(per_seq, per_seq),
+        images=False,
+        seed=seed,
+    )
     return list(generate(cfg)[1])
 
 
@@ -113,8 +117,10 @@ def main() -> None:
     print(f"{n} text events in {len(seqs)} sequences, delta={args.delta}, one core")
     print(f"{'stage':<34}{'loop ev/s':>14}{'mmtpp ev/s':>14}{'ratio':>8}")
     print(f"{'codec + compression':<34}{r_loop:>14,.0f}{r_vec:>14,.0f}{r_vec / r_loop:>7.1f}x")
-    print(f"{'codec+compression+render+tokenize':<34}{t_loop:>14,.0f}{t_vec:>14,.0f}"
-          f"{t_vec / t_loop:>7.1f}x")  # fmt: skip
+    print(
+        f"{'codec+compression+render+tokenize':<34}{t_loop:>14,.0f}{t_vec:>14,.0f}"
+        f"{t_vec / t_loop:>7.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -38,16 +38,17 @@ ray.init(num_cpus=int(sys.argv[3]), include_dashboard=False, log_to_driver=False
 cfg = load_config(overrides=sys.argv[5:])
 t0 = time.perf_counter()
 m = run_prepare(cfg, sys.argv[1], sys.argv[2], batch_size=8).manifest
-print("PHASES", m["phase_seconds"])
+print("PHASES", m.phase_seconds)
 print("SECONDS", time.perf_counter() - t0)
 """
 
 
 def loop_prepare(root: Path, cfg) -> int:
     """The same outputs computed the straightforward way, one event at a time."""
-    from mmtpp.events import read_sequences
-    from mmtpp.prepare import sample_targets, split_of
+    from mmtpp.events import split_of
+    from mmtpp.shards import sample_targets
     from mmtpp.tokens import TokenIds, train_tokenizer
+    from mmtpp.validation import read_sequences
 
     seqs = read_sequences(root)
     d = cfg.data
@@ -109,8 +110,8 @@ def main() -> None:
     if pin == "pin" and (os.cpu_count() or 1) < 2:
         raise SystemExit("pinning to 1 and 2 cores needs a machine with 2 cores (or --no-pin)")
     from mmtpp.config import load_config
-    from mmtpp.events import read_sequences
     from mmtpp.sources.synthetic import SynthConfig, synthesize
+    from mmtpp.validation import read_sequences
 
     work = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     data = work / "data"
@@ -128,21 +129,31 @@ def main() -> None:
             out = work / f"out{cpus}_{rep}"
             proc = subprocess.run(
                 [sys.executable, "-c", CHILD, str(data), str(out), str(cpus), pin, *overrides],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            runs.append((float(proc.stdout.split("SECONDS")[-1]),
-                         proc.stdout.split("PHASES")[-1].split("\n")[0].strip()))  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs.append(
+                (
+                    float(proc.stdout.split("SECONDS")[-1]),
+                    proc.stdout.split("PHASES")[-1].split("\n")[0].strip(),
+                )
+            )
         seconds[cpus], phases[cpus] = min(runs)
     where = "every process pinned to N cores" if pin == "pin" else "Ray told num_cpus=N only"
-    print(f"{events} events in {args.sequences} sequences, budget {args.budget}, text only; "
-          f"best of {args.repeats} runs; {where}")  # fmt: skip
+    print(
+        f"{events} events in {args.sequences} sequences, budget {args.budget}, text only; "
+        f"best of {args.repeats} runs; {where}"
+    )
     print(f"{'':<28}{'seconds':>9}{'events/s':>12}")
     print(f"{'plain loop (1 process)':<28}{loop_s:>9.1f}{events / loop_s:>12,.0f}")
     for cpus, s in seconds.items():
         print(f"{f'Ray Data, {cpus} CPU':<28}{s:>9.1f}{events / s:>12,.0f}   {phases[cpus]}")
     eff = seconds[1] / (2 * seconds[2])
-    print(f"scaling efficiency 1 -> 2 CPUs: {eff:.2f}; "
-          f"2 CPUs vs plain loop: {loop_s / seconds[2]:.1f}x")  # fmt: skip
+    print(
+        f"scaling efficiency 1 -> 2 CPUs: {eff:.2f}; "
+        f"2 CPUs vs plain loop: {loop_s / seconds[2]:.1f}x"
+    )
     shutil.rmtree(work)
 
 

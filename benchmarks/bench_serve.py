@@ -28,11 +28,16 @@ def body(n_events: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     times = np.cumsum(rng.exponential(1.0, n_events))
     return {
-        "events": [{"time": float(t), "type": int(rng.integers(0, 4)),
-                    "text": "Power outage across 12 buildings in the north district."}
-                   for t in times],
+        "events": [
+            {
+                "time": float(t),
+                "type": int(rng.integers(0, 4)),
+                "text": "Power outage across 12 buildings in the north district.",
+            }
+            for t in times
+        ],
         "tasks": ["time", "type"],
-    }  # fmt: skip
+    }
 
 
 def load(concurrency: int, requests: int, timeout: float) -> dict:
@@ -60,8 +65,12 @@ def load(concurrency: int, requests: int, timeout: float) -> dict:
                 latencies.append(lat)
     wall = time.perf_counter() - t0
     lat = np.array(latencies) if latencies else np.array([np.nan])
-    return {"rps": len(latencies) / wall, "p50": np.percentile(lat, 50),
-            "p99": np.percentile(lat, 99), "errors": errors}  # fmt: skip
+    return {
+        "rps": len(latencies) / wall,
+        "p50": np.percentile(lat, 50),
+        "p99": np.percentile(lat, 99),
+        "errors": errors,
+    }
 
 
 def main() -> None:
@@ -69,23 +78,35 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="trained model directory")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--timeout", type=float, default=120)
-    parser.add_argument("--replica-cpus", type=float, default=os.cpu_count() or 1,
-                        help="CPUs (torch threads) of the one replica; default: all")  # fmt: skip
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
-                        help="inference dtype of the replica (default: as trained)")  # fmt: skip
+    parser.add_argument(
+        "--replica-cpus",
+        type=float,
+        default=os.cpu_count() or 1,
+        help="CPUs (torch threads) of the one replica; default: all",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="inference dtype of the replica (default: as trained)",
+    )
     args = parser.parse_args()
     import ray
     from ray import serve
 
     from serve.app import MMTPPServer, ServerConfig, wait_until_healthy
 
-    ray.init(num_cpus=max(2, math.ceil(args.replica_cpus)), log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
+    ray.init(
+        num_cpus=max(2, math.ceil(args.replica_cpus)),
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     results = {}
     for batching, size in (("off", 1), ("on", 32)):
-        config = ServerConfig(model_dir=args.model, max_batch_size=size,
-                              batch_wait_timeout_s=0.05, dtype=args.dtype)  # fmt: skip
+        config = ServerConfig(
+            model_dir=args.model, max_batch_size=size, batch_wait_timeout_s=0.05, dtype=args.dtype
+        )
         # Both settings run one replica on --replica-cpus CPUs (its torch threads) and admit
         # the same 64 requests (serve/config.yaml): with fewer, the unbatched replica would
         # also pay the router's back-off at concurrency 32.
@@ -103,8 +124,10 @@ def main() -> None:
     serve.shutdown()
     print(f"{'batching':<9}{'conc.':>6}{'req/s':>9}{'p50 s':>8}{'p99 s':>8}{'errors':>8}")
     for (batching, conc), r in results.items():
-        print(f"{batching:<9}{conc:>6}{r['rps']:>9.2f}{r['p50']:>8.2f}{r['p99']:>8.2f}"
-              f"{r['errors']:>8}")  # fmt: skip
+        print(
+            f"{batching:<9}{conc:>6}{r['rps']:>9.2f}{r['p50']:>8.2f}{r['p99']:>8.2f}"
+            f"{r['errors']:>8}"
+        )
     for conc in (8, 32):
         gain = results[("on", conc)]["rps"] / results[("off", conc)]["rps"]
         print(f"throughput with batching at concurrency {conc}: {gain:.1f}x")

@@ -32,29 +32,40 @@ def main() -> None:
     ray.init(num_cpus=2, log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     synthesize(SynthConfig(num_sequences=60), work / "data")
-    common = [f"data.budget={args.budget}", "data.targets_per_sequence=4", "train.log_every=5",
-              f"train.stage1.max_steps={args.steps}", "train.micro_batch=4",
-              "train.cpus_per_worker=0.5"]  # fmt: skip
+    common = [
+        f"data.budget={args.budget}",
+        "data.targets_per_sequence=4",
+        "train.log_every=5",
+        f"train.stage1.max_steps={args.steps}",
+        "train.micro_batch=4",
+        "train.cpus_per_worker=0.5",
+    ]
     prepared = run_prepare(load_config(overrides=common), work / "data", work / "prepared")
     rates = {}
     for workers in (1, 2):
-        cfg = load_config(overrides=[*common, f"train.num_workers={workers}",
-                                     f"output_dir={work / f'w{workers}'}"])  # fmt: skip
+        cfg = load_config(
+            overrides=[
+                *common,
+                f"train.num_workers={workers}",
+                f"output_dir={work / f'w{workers}'}",
+            ]
+        )
         result = run_training(cfg, 1, prepared.output_dir)
         reports = [m["tokens_per_s"] for m in result.metrics if "tokens_per_s" in m][1:]
         rates[workers] = sum(reports) / len(reports)
-    print(f"tiny Qwen2.5-VL (H128, 2 layers, LoRA r=16), stage 1, budget {args.budget}, "
-          "micro-batch 4, ZeRO-2 over gloo, 2 cores")  # fmt: skip
+    print(
+        f"tiny Qwen2.5-VL (H128, 2 layers, LoRA r=16), stage 1, budget {args.budget}, "
+        "micro-batch 4, ZeRO-2 over gloo, 2 cores"
+    )
     for workers, rate in rates.items():
         print(
             f"  {workers} worker(s): {rate:,.0f} tokens/s per worker, "
             f"{rate * workers:,.0f} tokens/s in total"
         )
-    for preset, stage, gpus in (("3b", 2, 8), ("7b", 3, 16)):
-        gpu = ["model.dtype=bfloat16", f"train.zero_stage={stage}",
-               "model.gradient_checkpointing=true", "train.micro_batch=1"]  # fmt: skip
-        cfg = load_config(overrides=gpu)
-        p = plan(cfg, preset, gpu_memory_gib=80, world=gpus)
+    root = Path(__file__).resolve().parents[1]
+    for preset in ("3b", "7b"):  # the shipped GPU presets, as configured
+        cfg = load_config(root / f"jobs/configs/qwen2_5_vl_{preset}.yaml")
+        p = plan(cfg, preset, gpu_memory_gib=80, world=cfg.train.num_workers)
         print(format_plan(p))
         print(json.dumps({"preset": preset, "total_gib": round(p.total_gib, 2)}))
 

@@ -1,14 +1,18 @@
-r"""Evaluate a trained adapter on a prepared test split; writes results.json/.md and plots.
+r"""Evaluate a trained adapter on a prepared test split: predictions on Ray Data actors, then
+every figure with its 95% interval; writes targets.parquet, results.json/.md and plots.
 
     python jobs/evaluate.py --model runs/tiny_cpu/stage2/model --prepared runs/tiny_cpu/prepared \
-        --dataset runs/tiny_cpu/data --out runs/tiny_cpu/report [eval.time_mode=median ...]
+        --dataset runs/tiny_cpu/data --out runs/tiny_cpu/report2 eval.time_mode=median
 """
 
 import argparse
 import sys
 
 from mmtpp.config import EvalConfig, describe, load_config
-from mmtpp.evaluate import evaluate, format_table
+from mmtpp.evaluate import check_inputs, evaluate
+from mmtpp.launch import connect_ray
+from mmtpp.progress import quiet_third_party
+from mmtpp.report import format_table
 
 
 def main() -> int:
@@ -23,6 +27,8 @@ def main() -> int:
     parser.add_argument("--dataset", required=True, help="raw dataset dir (for baselines)")
     parser.add_argument("--out", required=True, help="report directory")
     parser.add_argument("--config", help="YAML config (only its eval section is used)")
+    parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per prediction actor")
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     parser.add_argument("overrides", nargs="*", metavar="eval.key=value")
     args = parser.parse_args()
     if other := [o for o in args.overrides if not o.startswith("eval.")]:
@@ -31,19 +37,11 @@ def main() -> int:
         e = load_config(args.config, args.overrides).eval
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    options = e.decode_only()
+    quiet_third_party()
     try:
-        results = evaluate(
-            args.model,
-            args.prepared,
-            args.dataset,
-            args.out,
-            options,
-            max_per_task=e.max_per_task or None,
-            batch_size=e.batch_size,
-            ppl_lengths=e.ppl_lengths,
-            ppl_targets=e.ppl_targets,
-        )
+        check_inputs(args.model, args.prepared, args.dataset)
+        connect_ray(args.address)
+        results = evaluate(args.model, args.prepared, args.dataset, args.out, e, gpus=args.gpus)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

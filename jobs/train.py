@@ -32,8 +32,12 @@ def main(config, args) -> int:
 
 
 def stage_argument(parser) -> None:
-    parser.add_argument("--stage", choices=["1", "2", "both"], default="both",
-                        help="training stage(s) to run (default: both)")  # fmt: skip
+    parser.add_argument(
+        "--stage",
+        choices=["1", "2", "both"],
+        default="both",
+        help="training stage(s) to run (default: both)",
+    )
 
 
 def stage_alias(argv: list[str]) -> list[str]:

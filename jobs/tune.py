@@ -19,8 +19,9 @@ def main(config, args) -> int:
 
 
 def resume_argument(parser) -> None:
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the search in <output_dir>/tune/search")  # fmt: skip
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the search in <output_dir>/tune/search"
+    )
 
 
 if __name__ == "__main__":

@@ -10,30 +10,10 @@ import inspect
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from mmtpp.compression import CompressionStats
-
-
-def progress_printer(label: str) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback that prints at most about once a second."""
-    last = [0.0]
-    start = time.monotonic()
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] >= 1.0:
-            last[0] = now
-            pct = 100.0 * done / max(total, 1)
-            print(
-                f"\r{label}: {done}/{total} ({pct:.0f}%) {now - start:.1f}s",
-                end="\n" if done == total else "",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    return report
+from mmtpp.compression import CompressionRule, CompressionStats
+from mmtpp.progress import progress_printer, quiet_third_party
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -42,6 +22,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     cfg = SynthConfig(
         num_sequences=args.num_sequences,
         seed=args.seed,
+        process=args.process,
         images=not args.no_images,
         text=not args.no_text,
         image_storage=args.image_storage,
@@ -149,24 +130,36 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def format_stats(stats: list[CompressionStats]) -> str:
+    """Every rule side by side: events per budget (and the gain over no compression),
+    compressed fraction, tokens per event and compression ratio."""
     header = (
-        f"{'delta':>6} {'events/budget':>13} {'uncompressed':>12} {'gain':>5} "
-        f"{'tok/event':>9} {'ratio':>6} {'compressed':>10}"
+        f"{'mode':<9} {'delta':>6} {'events/budget':>13} {'gain':>6} {'compressed':>10} "
+        f"{'tok/event':>9} {'ratio':>6}"
     )
     lines = [header]
     for s in stats:
-        gain = s.events_per_budget / max(s.events_per_budget_uncompressed, 1e-9)
         lines.append(
-            f"{s.delta:>6g} {s.events_per_budget:>13.1f} {s.events_per_budget_uncompressed:>12.1f}"
-            f" {gain:>4.2f}x {s.tokens_per_event:>9.2f} {s.compression_ratio:>6.2f}"
-            f" {s.compressed_events / max(s.num_events, 1):>9.1%}"
+            f"{s.mode:<9} {s.delta:>6g} {s.events_per_budget:>13.1f} {s.gain:>5.2f}x"
+            f" {s.compressed_fraction:>10.1%} {s.tokens_per_event:>9.2f}"
+            f" {s.compression_ratio:>6.2f}"
         )
-    capped = stats[0].capped_sequences if stats else 0
+    first = stats[0]
     lines.append(
-        f"budget {stats[0].budget} tokens, {stats[0].num_sequences} sequences, "
-        f"{stats[0].num_events} events; {capped} sequences fit whole at delta={stats[0].delta:g}"
+        f"budget {first.budget} tokens, {first.num_sequences} sequences, {first.num_events} "
+        f"events; uncompressed {first.events_per_budget_uncompressed:.1f} events per budget "
+        f"({first.capped_sequences} sequences fit whole); Δ in the data's time unit for "
+        "absolute, in log-gap units (gaps within a factor e^Δ) for relative and typed"
     )
     return "\n".join(lines)
+
+
+def _rules(args: argparse.Namespace) -> list[CompressionRule]:
+    from mmtpp.stats import MODE_GRIDS, grid_rules
+
+    grids = {mode: MODE_GRIDS[mode] for mode in args.mode}
+    if args.delta:
+        grids = {mode: args.delta for mode in args.mode}
+    return grid_rules(grids, keep_type=args.keep_type)
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -177,13 +170,15 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     try:  # statistics of bad data would mislead: the first problem, named, instead
         validate_dataset(args.root, mode="strict")
     except ValidationError as err:
-        print(f"error: {err}\n(run `mmtpp data validate {args.root} --mode quarantine` to "
-              "see every bad sequence)", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {err}\n(run `mmtpp data validate {args.root} --mode quarantine` to "
+            "see every bad sequence)",
+            file=sys.stderr,
+        )
         return 1
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
-    deltas = sorted(set([0.0, *args.delta]))
     print(f"tokenizing {args.root} ...", file=sys.stderr)
-    stats = dataset_stats(args.root, deltas, args.budget, tokenizer)
+    stats = dataset_stats(args.root, _rules(args), args.budget, tokenizer)
     if args.json:
         print(json.dumps([s.to_dict() for s in stats], indent=2))
     else:
@@ -208,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output dataset directory")
     p.add_argument("--num-sequences", type=int, default=200, help="sequences (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--process",
+        choices=["hawkes", "regime", "profile"],
+        default="hawkes",
+        help="hawkes: bursty multivariate Hawkes (default); regime: Hawkes modulated by a "
+        "hidden regime the images show; profile: each sequence's own type transitions and "
+        "gap scales, learnt from its long history",
+    )
     p.add_argument("--no-images", action="store_true", help="events without images")
     p.add_argument("--no-text", action="store_true", help="events without text")
     p.add_argument(
@@ -276,8 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("root", type=Path, help="dataset directory")
     p.add_argument(
-        "--delta", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5], help="thresholds"
+        "--mode",
+        nargs="+",
+        choices=["absolute", "relative", "typed"],
+        default=["absolute", "relative", "typed"],
+        help="compression rules to list (default: all three, each on its own Δ grid)",
     )
+    p.add_argument(
+        "--delta",
+        type=float,
+        nargs="+",
+        help="Δ grid for every listed mode (default: each mode's grid in its own units)",
+    )
+    p.add_argument("--keep-type", action="store_true", help="compressed events keep their type")
     p.add_argument("--budget", type=int, default=4096, help="token budget (default 4096)")
     p.add_argument(
         "--tokenizer",
@@ -292,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_third_party()
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as err:

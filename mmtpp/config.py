@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from mmtpp.compression import DIRECTIONS
+from mmtpp.compression import DIRECTIONS, CompressionRule, CompressionTarget
 from mmtpp.decoding import DecodeOptions
 from mmtpp.tokens import TASKS
 
@@ -48,7 +48,37 @@ class DataConfig(Section):
         ge=0,
     )
     synth_seed: int = opt(0, "seed of the synthetic generator (the data itself)")
-    delta: float = opt(0.2, "compression threshold Δ on consecutive gaps (0 disables)", ge=0)
+    synth_process: Literal["hawkes", "regime", "profile"] = opt(
+        "hawkes",
+        "synthetic process: 'hawkes' (bursty, short memory), 'regime' (Hawkes modulated by a "
+        "hidden regime the images show) or 'profile' (each sequence's own type transitions "
+        "and gap scales, learnt from its long history; the long-range benchmark)",
+    )
+    compression: Literal["absolute", "relative", "typed", "auto"] = opt(
+        "absolute",
+        "compression rule: 'absolute' |τ_i − τ_ref| < Δ (the paper's, Δ in the data's time "
+        "unit), 'relative' |log τ_i − log τ_ref| < Δ (any unit), 'typed' (relative and the "
+        "same type), 'auto' (relative, Δ calibrated on the training split to "
+        "data.compression_target)",
+    )
+    delta: float = opt(0.2, "compression threshold Δ in the rule's units (0 disables)", ge=0)
+    compression_target: str | None = opt(
+        None,
+        "calibrate Δ on the training split to reach 'gain=G' (events per budget, G x Δ = 0) "
+        "or 'fraction=F' (share of events compressed); null: Δ as given ('auto': gain=2)",
+    )
+    compression_keep_type: bool = opt(
+        False, "a compressed event keeps its type token: <|similar_event|><|type_k|>"
+    )
+    modalities: list[Literal["time", "type", "text", "image"]] = opt(
+        ["time", "type", "text", "image"],
+        "what the model sees of an event (time and type always): [time, type, text] is the "
+        "text-only ablation",
+    )
+    image_root: str | None = opt(
+        None,
+        "trusted image root: image paths may be absolute or lead (through symlinks) under it",
+    )
     stage1_direction: Literal["forward", "backward"] = opt(
         "forward", "scan direction for stage-1 documents"
     )
@@ -94,7 +124,25 @@ class DataConfig(Section):
             )
         if self.image_max_pixels < self.image_min_pixels:
             raise ValueError("data.image_max_pixels must be >= data.image_min_pixels")
+        if not {"time", "type"} <= set(self.modalities):
+            raise ValueError(f"data.modalities must hold time and type, got {self.modalities}")
+        if "text" in self.tasks and "text" not in self.modalities:
+            raise ValueError("data.tasks holds 'text' but data.modalities leaves text out")
+        if self.compression_target is not None:
+            CompressionTarget.parse(self.compression_target)  # a clear error now, not later
         return self
+
+    def rule(self) -> CompressionRule:
+        """The compression rule as configured (``auto``: the relative rule; its Δ is the one
+        preparation calibrates, recorded in the manifest and the model card)."""
+        mode = "relative" if self.compression == "auto" else self.compression
+        return CompressionRule(mode, self.delta, self.compression_keep_type)
+
+    def calibration_target(self) -> CompressionTarget | None:
+        """What Δ is calibrated to on the training split (None: Δ as configured)."""
+        if self.compression_target is not None:
+            return CompressionTarget.parse(self.compression_target)
+        return CompressionTarget("gain", 2.0) if self.compression == "auto" else None
 
 
 assert set(DIRECTIONS) == {"forward", "backward"}  # the Literal above spells them
@@ -222,7 +270,11 @@ class EvalConfig(DecodeOptions):
 
 
 class TuneSettings(Section):
-    deltas: list[float] = opt([0.0, 0.05, 0.1, 0.2, 0.5], "Δ values searched")
+    compression: dict[Literal["absolute", "relative", "typed"], list[float]] = opt(
+        {"absolute": [0.0, 0.05, 0.1, 0.2, 0.5]},
+        "compression rules searched: each mode with its Δ grid in its own units (absolute: "
+        "the data's time unit; relative/typed: log-gap), e.g. {relative: [0.5, 1, 2]}",
+    )
     ranks: list[int] = opt([4, 8, 16, 32], "LoRA ranks searched", min_length=1)
     lrs: list[float] = opt([3e-4, 1e-3, 3e-3], "learning rates searched", min_length=1)
     num_samples: int = opt(8, "trials: distinct combinations of the lists above (0 = all)", ge=0)
@@ -237,8 +289,8 @@ class TuneSettings(Section):
 
     @model_validator(mode="after")
     def _check(self) -> TuneSettings:
-        if min(self.deltas, default=0) < 0:
-            raise ValueError(f"tune.deltas must be >= 0, got {self.deltas}")
+        if not self.compression or any(d < 0 for ds in self.compression.values() for d in ds):
+            raise ValueError(f"tune.compression needs modes with Δ >= 0, got {self.compression}")
         if min(self.ranks) < 1 or min(self.lrs) <= 0:
             raise ValueError("tune.ranks must be >= 1 and tune.lrs > 0")
         return self

@@ -13,6 +13,7 @@ relative to the dataset root (``{"bytes": ..., "path": ...}``, exactly one set).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -87,6 +88,35 @@ class EventSequence:
     @property
     def has_images(self) -> bool:
         return any(im is not None for im in self.image)
+
+    def with_modalities(self, modalities: Iterable[str]) -> EventSequence:
+        """This sequence as a model restricted to ``modalities`` sees it: text and images
+        outside them left out (times and types are always kept)."""
+        kept = set(modalities)
+        if {"text", "image"} <= kept:
+            return self
+        return EventSequence(
+            seq_id=self.seq_id,
+            time=self.time,
+            type=self.type,
+            text=self.text if "text" in kept else [],
+            image=self.image if "image" in kept else [],
+        )
+
+
+SPLITS = ("train", "val", "test")
+
+
+def split_of(seq_ids: list[str], fractions: list[float], seed: int) -> list[str]:
+    """Deterministic train/val/test assignment from a hash of (seed, seq_id): stable when
+    sequences are added, removed or reordered."""
+    edges = np.cumsum(fractions)
+    out = []
+    for seq_id in seq_ids:
+        digest = hashlib.blake2b(f"{seed}:{seq_id}".encode(), digest_size=8).digest()
+        u = int.from_bytes(digest, "big") / 2**64
+        out.append(SPLITS[min(int(np.searchsorted(edges, u, side="right")), 2)])
+    return out
 
 
 @dataclass
@@ -258,13 +288,3 @@ def iter_tables(root: str | Path) -> Iterator[tuple[Path, pa.Table]]:
     """Yield ``(file, table)`` for each sequence file, as stored (not yet conformed)."""
     for path in sequence_files(root):
         yield path, pq.read_table(path)
-
-
-def read_sequences(root: str | Path) -> list[EventSequence]:
-    """All sequences of a dataset, with column types checked (raises on bad columns)."""
-    from mmtpp.validation import conform_table
-
-    out: list[EventSequence] = []
-    for path, table in iter_tables(root):
-        out.extend(table_to_sequences(conform_table(table, source=str(path))))
-    return out

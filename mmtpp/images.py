@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
@@ -231,3 +233,19 @@ def image_size(
     image = open_image(read_bytes(ref, root, spec, trusted_root), spec, decode=False)
     width, height = image.size
     return height, width
+
+
+def image_token_counter(
+    root: str | Path | None, spec: ImageSpec, trusted_root: str | Path | None = None
+) -> Callable[[ImageRef], int]:
+    """A function image ref → its ``<|image_pad|>`` count; sizes are read from the image
+    headers (no decoding) and counts cached per size."""
+
+    @lru_cache(maxsize=65536)
+    def by_size(height: int, width: int) -> int:
+        return spec.token_count(height, width)
+
+    def count(ref: ImageRef) -> int:
+        return by_size(*image_size(ref, root, spec, trusted_root))
+
+    return count

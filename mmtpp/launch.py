@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmtpp.config import Config, describe, load_config
+from mmtpp.progress import quiet_third_party
 
 
 def parse_job_args(
@@ -67,6 +68,7 @@ def run_job(
 ) -> None:
     """Parse, connect, run ``body``; a user error ends with a one-line message and code 1."""
     config, args = parse_job_args(description, add_arguments=add_arguments)
+    quiet_third_party()
     connect_ray(args.address, args.num_cpus)
     try:
         code = body(config, args)

@@ -62,27 +62,43 @@ import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from mmtpp.config import Config, load_config
-from mmtpp.train import REDUCE_BUCKET  # what train.deepspeed_config gives DeepSpeed
+from mmtpp.engine import REDUCE_BUCKET  # what train.deepspeed_config gives DeepSpeed
 
 GIB = 1024**3
-_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-           "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112}  # fmt: skip
+_VISION = {
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "window_size": 112,
+}
 PRESETS = {
     "3b": {
-        "text_config": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008,
-                        "num_hidden_layers": 36, "num_attention_heads": 16,
-                        "num_key_value_heads": 2},
+        "text_config": {
+            "vocab_size": 151936,
+            "hidden_size": 2048,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 2,
+        },
         "vision_config": {**_VISION, "out_hidden_size": 2048},
         "tie_word_embeddings": True,
     },
     "7b": {
-        "text_config": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
-                        "num_hidden_layers": 28, "num_attention_heads": 28,
-                        "num_key_value_heads": 4},
+        "text_config": {
+            "vocab_size": 152064,
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+        },
         "vision_config": {**_VISION, "out_hidden_size": 3584},
         "tie_word_embeddings": False,
     },
-}  # fmt: skip
+}
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 MAX_LIVE_PARAMETERS = 1_000_000_000  # elements: DeepSpeed's stage3_max_live_parameters
 NEW_ROWS = 9 + 256 + 3 + 64  # structure, bytes, tasks, up to 64 event types

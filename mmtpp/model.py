@@ -25,6 +25,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from mmtpp.card import ModelCard
 from mmtpp.config import LoraSettings, ModelConfig
 from mmtpp.images import ImageSpec, open_image
 from mmtpp.templates import IGNORE_INDEX
@@ -38,7 +39,6 @@ from mmtpp.tokens import (
 )
 
 ADAPTER_DIR = "adapter"
-META_FILE = "mmtpp_model.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -237,29 +237,22 @@ def load_adapter(model, adapter_dir: str | Path, trainable: bool):
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
 
 
-def save_trained(peft_model, tokenizer, out_dir: str | Path, meta: dict[str, Any]) -> Path:
-    """Adapter + tokenizer + what is needed to rebuild the model (``META_FILE``)."""
+def save_trained(peft_model, tokenizer, out_dir: str | Path, card: ModelCard) -> Path:
+    """Adapter + tokenizer + the model card (what is needed to rebuild model and prompts)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(out / ADAPTER_DIR)
     tokenizer.save_pretrained(out)
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    card.write(out)
     return out
 
 
 def load_trained(model_dir: str | Path, trainable: bool = False):
-    """A saved adapter directory → (PeftModel, tokenizer, meta)."""
-    model_dir = Path(model_dir)
-    if not (model_dir / META_FILE).is_file():
-        raise FileNotFoundError(
-            f"{model_dir}: not a trained mmtpp model (no {META_FILE}; jobs/train.py writes "
-            "<output_dir>/stage<N>/model)"
-        )
-    meta = json.loads((model_dir / META_FILE).read_text())
+    """A saved adapter directory → (PeftModel, tokenizer, ModelCard)."""
+    card = ModelCard.read(model_dir)  # a clear error for a card of another version
     tokenizer = load_tokenizer(model_dir)
-    cfg = ModelConfig(**meta["model"])
-    model = load_base(meta["base_path"], cfg, tokenizer)
-    return load_adapter(model, model_dir / ADAPTER_DIR, trainable), tokenizer, meta
+    model = load_base(card.base_path, card.model, tokenizer)
+    return load_adapter(model, Path(model_dir) / ADAPTER_DIR, trainable), tokenizer, card
 
 
 def merge(model_dir: str | Path, out_dir: str | Path) -> Path:

@@ -272,3 +272,23 @@ def encode_texts(
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     backend.encode_special_tokens = True
     return [enc.ids for enc in backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def build_tokenizer(
+    out_dir: str | Path,
+    texts: list[str],
+    num_types: int,
+    base: str | Path | None = None,
+    vocab_size: int = 2048,
+) -> str:
+    """Save a run's tokenizer to ``out_dir`` and return its fingerprint: a local tokenizer
+    (e.g. Qwen2.5-VL's, ``base``) extended with mmtpp's tokens, or without one a tiny BPE
+    trained on ``texts`` (with ``tokenizers`` alone: no transformers import, ~0.6 s)."""
+    if base:
+        tokenizer = load_tokenizer(base)
+        extend_tokenizer(tokenizer, num_types)
+        tokenizer.save_pretrained(out_dir)
+        return fingerprint(tokenizer)
+    bpe = train_bpe(texts, num_types, vocab_size)
+    save_bpe(bpe, out_dir)
+    return fingerprint(bpe)

@@ -1,503 +1,29 @@
-"""Two-stage LoRA training on Ray Train with DeepSpeed ZeRO (SPEC §6).
+"""Two-stage LoRA training on Ray Train with DeepSpeed ZeRO: the driver (design §6).
 
-``train_loop_per_worker`` is the one training function: ``jobs/train.py`` and the Tune search
-both run it through ``run_training``. Stage 1 is next-token prediction on packed, compressed
-documents; stage 2 is supervised fine-tuning with the loss on the response only, continuing
-the stage-1 adapter. Each worker reads its shard of the prepared Parquet rows through Ray
-Data, DeepSpeed is configured from our config (``deepspeed_config``), metrics are reported
-every ``log_every`` steps, validation loss every epoch, and checkpoints (DeepSpeed shards +
-the PEFT adapter + the data position) go through ``ray.train.report`` so a restarted worker
-group resumes from the last one.
+``run_training`` trains one stage on the connected Ray cluster: it materialises the base
+checkpoint, hands each worker its shard of the prepared Parquet rows through Ray Data (order
+preserved, so runs are reproducible) and runs ``recipe.train_loop_per_worker`` in a
+``TorchTrainer`` named after the stage's fingerprint (a crashed run resumes from its last
+checkpoint; a run on other inputs starts fresh). ``jobs/train.py``, the pipeline and the Tune
+trials all call it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import math
-import os
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmtpp.config import Config, ModelConfig, TrainConfig
+from mmtpp.config import Config
+from mmtpp.prepared import PreparedData
+from mmtpp.recipe import MODEL_SUBDIR, StepHook, stage_dir, train_loop_per_worker
 
-STATE_FILE = "train_state.json"
 DATA_CPUS = 0.25  # per Ray Data read task feeding the workers
-MODEL_SUBDIR = "model"
-DS_TAG = "ds"
-REDUCE_BUCKET = 50_000_000  # elements of DeepSpeed's gradient reduce bucket (ZeRO-1/2)
-
-
-def deepspeed_config(train: TrainConfig, model: ModelConfig, world_size: int) -> dict[str, Any]:
-    """DeepSpeed's config, generated from ours (never kept in a second file)."""
-    zero: dict[str, Any] = {"stage": train.zero_stage}
-    if train.zero_stage in (1, 2):
-        # LoRA trains a few tens of millions of parameters: DeepSpeed's 5e8-element default
-        # bucket would hold ~1 GiB for nothing (mmtpp.memory counts this one)
-        zero["reduce_bucket_size"] = REDUCE_BUCKET
-    if train.zero_stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-        if train.zero3_persistence_threshold is not None:
-            # parameters below this size stay whole on every rank (DeepSpeed: 1e5 elements);
-            # 0 partitions all of them, as a real model's large weights are
-            zero["stage3_param_persistence_threshold"] = train.zero3_persistence_threshold
-    if train.offload:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    cfg: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": train.micro_batch,
-        "gradient_accumulation_steps": train.grad_accum,
-        "train_batch_size": train.micro_batch * train.grad_accum * world_size,
-        "zero_optimization": zero,
-        "bf16": {"enabled": model.dtype == "bfloat16"},
-        "fp16": {"enabled": model.dtype == "float16"},
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    if train.offload:
-        # our torch AdamW steps the offloaded states on the CPU: with LoRA they are a few
-        # million parameters, where DeepSpeedCPUAdam's compiled op would gain little
-        cfg["zero_force_ds_cpu_optimizer"] = False
-    if train.grad_clip > 0:
-        cfg["gradient_clipping"] = train.grad_clip
-    return cfg
-
-
-def backward_and_step(engine, loss) -> bool:
-    """Backward and step one micro-batch; True when it completed an optimizer step.
-
-    The boundary is read before ``engine.step()``: DeepSpeed advances its micro-batch count
-    in ``step()``, after which ``is_gradient_accumulation_boundary()`` speaks of the next
-    micro-batch (with ``grad_accum`` > 1 a step would be counted one micro-batch early).
-    """
-    boundary = engine.is_gradient_accumulation_boundary()
-    engine.backward(loss)
-    engine.step()
-    return boundary
-
-
-def lr_lambda(warmup: int, total: int):
-    """Linear warm-up to the peak, then cosine decay to 10% of it at ``total`` steps."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(warmup, 1)
-        progress = min(1.0, (step - warmup) / max(total - warmup, 1))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def stage_dir(config: Config, stage: int) -> Path:
-    return Path(config.output_dir) / f"stage{stage}"
-
-
-# --- the worker ---------------------------------------------------------------------------
-
-
-def _build_model(config: Config, tokenizer, num_types: int, base_path: str, start_from: str | None):
-    """The base with a fresh LoRA adapter, or continuing the adapter in ``start_from``
-    (the driver decides; a worker that cannot see that directory fails rather than quietly
-    training a fresh adapter: ``output_dir`` must be on storage every node mounts)."""
-    from mmtpp.model import add_lora, added_token_ids, load_adapter, load_base
-
-    model = load_base(base_path, config.model, tokenizer)
-    if start_from is not None:
-        if not Path(start_from).is_dir():
-            raise FileNotFoundError(
-                f"{start_from}: the stage-1 adapter is not visible on this node; output_dir "
-                "must be on storage every node mounts"
-            )
-        return load_adapter(model, Path(start_from) / "adapter", trainable=True)
-    return add_lora(model, config.lora, added_token_ids(tokenizer, num_types))
-
-
-def next_token_mask(labels):
-    """``[B, S]`` bool: the positions whose next token is a target (the only logits a
-    stage-2 loss needs: ``logits_to_keep`` computes just these)."""
-    import torch
-
-    from mmtpp.templates import IGNORE_INDEX
-
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    return keep
-
-
-def response_loss(logits, labels, average: str = "example"):
-    """Next-token cross-entropy on the labelled tokens, ``average``'d per ``example`` (over
-    each row's tokens, then over rows) or per ``token``.
-
-    ``logits`` are the full ``[B, S, V]`` or only those at ``next_token_mask(labels)``
-    (``[K, V]``, row-major). Averaged per example, every stage-2 example weighs the same
-    whatever its response length: averaged over tokens instead, a type response (one
-    informative token in four) would get a few percent of the gradient next to text
-    responses of dozens of tokens, and type prediction would not be learnt.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    keep = next_token_mask(labels)
-    if logits.ndim == 3:
-        logits = logits[keep]
-    targets = labels[:, 1:][keep[:, :-1]]
-    ce = F.cross_entropy(logits.float(), targets, reduction="none")
-    if average == "token":
-        return ce.mean()
-    rows = keep.nonzero()[:, 0]
-    counts = torch.bincount(rows, minlength=labels.shape[0])
-    per_row = torch.zeros(labels.shape[0], device=ce.device).index_add_(0, rows, ce)
-    return (per_row / counts.clamp(min=1))[counts > 0].mean()
-
-
-def shuffle_options(train: TrainConfig, stage: int, epoch: int, rank: int) -> dict[str, Any]:
-    """How one worker reads its training rows in one epoch (``iter_batches`` arguments): in
-    a buffer of ``train.shuffle_buffer`` rows shuffled with a seed fixed by ``train.seed``
-    (two runs read the same order) and different for every epoch, stage and worker, so a
-    sequence's stage-2 rows no longer arrive back to back."""
-    if not train.shuffle_buffer:
-        return {}
-    key = f"order:{train.seed}:{stage}:{epoch}:{rank}".encode()
-    seed = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big")
-    return {"local_shuffle_buffer_size": train.shuffle_buffer, "local_shuffle_seed": seed}
-
-
-class StepHook:
-    """Called on every worker after each optimizer step (``recipe.state['step']`` is the step
-    just taken). Tests use it to inject faults; a hook must be picklable (it crosses the Ray
-    boundary)."""
-
-    def after_step(self, recipe: StageRecipe) -> None:
-        raise NotImplementedError
-
-
-class StageRecipe:
-    """One training stage on one Ray Train worker, in readable steps: ``setup`` (tokenizer,
-    model, DeepSpeed engine), ``resume`` (from Ray Train's last checkpoint), ``train_epoch``,
-    ``validate`` and ``save_checkpoint``; ``run`` strings them together.
-
-    ``job`` holds plain values (it crosses the Ray boundary): the config as a dict, the
-    stage, the prepared directory, the base checkpoint, the rows each worker reads, the
-    stage-1 adapter to continue (stage 2) and the step hooks.
-    """
-
-    def __init__(self, job: dict[str, Any]):
-        self.config = Config.from_dict(job["config"])
-        self.stage: int = job["stage"]
-        self.job = job
-        self.settings = self.config.train.stage1 if self.stage == 1 else self.config.train.stage2
-        self.hooks: list[StepHook] = list(job.get("hooks") or [])
-        self.state = {"epoch": 0, "step": 0, "micro_in_epoch": 0}
-        self.log_file = stage_dir(self.config, self.stage) / "metrics.jsonl"
-
-    # --- setup ----------------------------------------------------------------------------
-
-    def setup(self) -> None:
-        import deepspeed
-        import ray.train
-        import torch
-
-        from mmtpp.images import ImageSpec
-        from mmtpp.model import image_processor
-        from mmtpp.tokens import load_tokenizer
-
-        torch.set_flush_denormal(True)
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        t = self.config.train
-        torch.manual_seed(t.seed + self.rank)
-        prepared = Path(self.job["prepared_dir"])
-        self.tokenizer = load_tokenizer(prepared / "tokenizer")
-        self.manifest = json.loads((prepared / "manifest.json").read_text())
-        model = _build_model(
-            self.config,
-            self.tokenizer,
-            self.manifest["num_types"],
-            self.job["base_path"],
-            self.job.get("start_from"),
-        )
-        self.spec = ImageSpec(self.config.data.image_min_pixels, self.config.data.image_max_pixels)
-        self.processor = image_processor(self.spec)
-        self.image_token_id = model.config.image_token_id
-        per_epoch = max(1, self.job["rows_per_worker"] // (t.micro_batch * t.grad_accum))
-        self.total = per_epoch * self.settings.epochs
-        if self.settings.max_steps:
-            self.total = min(self.total, self.settings.max_steps)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=t.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(t.warmup_steps, self.total)
-        )
-        self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=model,
-            optimizer=optimizer,
-            lr_scheduler=scheduler,
-            config=deepspeed_config(t, self.config.model, self.world),
-        )
-
-    def resume(self) -> None:
-        """Continue from Ray Train's last checkpoint (after a worker-group restart): the
-        engine's states, the data position and each worker's random state; a fresh run
-        starts a new metrics log instead."""
-        import ray.train
-        import torch
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            if self.rank == 0:
-                self.log_file.parent.mkdir(parents=True, exist_ok=True)
-                self.log_file.unlink(missing_ok=True)
-            return
-        with checkpoint.as_directory() as ckpt:
-            loaded, _ = self.engine.load_checkpoint(ckpt, tag=DS_TAG, load_module_strict=False)
-            if loaded is None:  # DeepSpeed returns None rather than raising
-                raise FileNotFoundError(f"{ckpt}: no DeepSpeed checkpoint '{DS_TAG}' to resume")
-            self.state = json.loads((Path(ckpt) / STATE_FILE).read_text())
-            rng = Path(ckpt) / f"rng_rank{self.rank}.pt"
-            if rng.is_file():
-                torch.set_rng_state(torch.load(rng))
-        if self.rank == 0:
-            print(
-                f"[stage {self.stage}] resumed at step {self.state['step']} "
-                f"(epoch {self.state['epoch']})",
-                flush=True,
-            )
-            self.log({"stage": self.stage, "resumed_at_step": self.state["step"]})
-
-    # --- one batch ------------------------------------------------------------------------
-
-    def batch(self, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
-        """Model inputs for prepared rows (packed documents kept apart, see
-        ``model.packed_position_ids``) and their count of real tokens."""
-        from mmtpp.model import collate, document_lengths, training_inputs, with_blank_image
-
-        pad = self.tokenizer.eos_token_id
-        inputs = collate(rows, self.processor, pad, self.image_token_id, self.spec)
-        if self.config.train.zero_stage == 3 and "pixel_values" not in inputs:
-            # ZeRO-3 gathers the partitioned vision tower in its forward: a rank whose batch
-            # had no image would skip it while the others wait there (a hang)
-            inputs = with_blank_image(inputs, self.processor, self.spec, pad, self.image_token_id)
-        tokens = int(inputs["attention_mask"].sum())
-        inputs = training_inputs(self.engine.module, inputs, document_lengths(rows))
-        device = self.engine.device  # the GPU, if any
-        return {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}, tokens
-
-    def loss(self, inputs: dict[str, Any], average: str | None = None):
-        """Stage 1: the model's next-token loss on every labelled token. Stage 2: the loss on
-        the response tokens (``response_loss``), with logits computed only where it reads
-        them — for 7B the full ``[B, S, V]`` stage-2 logits would take ~8 GiB."""
-        if self.stage == 1:
-            return self.engine(**inputs).loss
-        labels = inputs["labels"]
-        rest = {k: v for k, v in inputs.items() if k != "labels"}
-        logits = self.engine(**rest, logits_to_keep=next_token_mask(labels)).logits
-        return response_loss(logits, labels, average or self.config.train.loss_average)
-
-    def _rows(self, split: str, epoch: int):
-        import ray.train
-
-        shard = ray.train.get_dataset_shard(split)
-        if shard is None:
-            return None
-        shuffle = {}
-        if split == "train":
-            shuffle = shuffle_options(self.config.train, self.stage, epoch, self.rank)
-        batches = shard.iter_batches(
-            batch_size=self.config.train.micro_batch, batch_format="pyarrow", **shuffle
-        )
-        return (b.to_pylist() for b in batches)
-
-    # --- epochs ---------------------------------------------------------------------------
-
-    def train_epoch(self) -> bool:
-        """Train on this worker's shard for the rest of the current epoch (a resumed epoch
-        skips the micro-batches it had done); True when ``max_steps`` is reached."""
-        import numpy as np
-        import ray.train
-
-        t = self.config.train
-        skip = self.state["micro_in_epoch"]
-        window_loss: list[float] = []
-        window_tokens, window_start = 0, time.perf_counter()
-        for micro, rows in enumerate(self._rows("train", self.state["epoch"])):
-            if micro < skip:
-                continue  # the same rows in the same order as before the restart
-            inputs, tokens = self.batch(rows)
-            loss = self.loss(inputs)
-            stepped = backward_and_step(self.engine, loss)
-            window_loss.append(loss.item())
-            window_tokens += tokens
-            self.state["micro_in_epoch"] = micro + 1
-            if not stepped:
-                continue
-            self.state["step"] += 1
-            step = self.state["step"]
-            for hook in self.hooks:
-                hook.after_step(self)
-            last = bool(self.settings.max_steps) and step >= self.settings.max_steps
-            metrics: dict[str, Any] = {
-                "stage": self.stage,
-                "step": step,
-                "epoch": self.state["epoch"],
-            }
-            logged = step % t.log_every == 0 or last
-            if logged:
-                elapsed = time.perf_counter() - window_start
-                metrics.update(
-                    optimizer_steps=self.engine.global_steps,  # DeepSpeed's count: equals step
-                    loss=float(np.mean(window_loss)),
-                    lr=float(self.scheduler.get_last_lr()[0]),
-                    tokens_per_s=window_tokens / max(elapsed, 1e-9),
-                )
-                self._progress(metrics)
-                window_loss, window_tokens, window_start = [], 0, time.perf_counter()
-            if t.checkpoint_every and step % t.checkpoint_every == 0:
-                self.save_checkpoint({**metrics, "checkpoint": True})
-            elif logged:
-                self.log(metrics)
-                ray.train.report(metrics)
-            if last:
-                return True
-        return False
-
-    def _progress(self, metrics: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
-        step = metrics["step"]
-        done = step - self.first_step
-        eta = (time.perf_counter() - self.started) / max(done, 1) * (self.total - step)
-        print(
-            f"[stage {self.stage}] step {step}/{self.total} loss {metrics['loss']:.4f} "
-            f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tok/s/worker "
-            f"ETA {_duration(eta)}",
-            flush=True,
-        )
-
-    def validate(self) -> float | None:
-        """Mean token loss on the validation rows, across all workers."""
-        import torch
-        import torch.distributed as dist
-
-        rows = self._rows("val", self.state["epoch"])
-        if rows is None:
-            return None
-        self.engine.eval()
-        total, n = 0.0, 0.0
-        with torch.no_grad():
-            for batch_rows in rows:
-                inputs, _ = self.batch(batch_rows)
-                tokens = float((inputs["labels"][:, 1:] != -100).sum())
-                total += float(self.loss(inputs, average="token")) * tokens
-                n += tokens
-        self.engine.train()
-        # on the engine's device: NCCL reduces only CUDA tensors
-        sums = torch.tensor([total, n], dtype=torch.float64, device=self.engine.device)
-        if dist.is_initialized():
-            dist.all_reduce(sums)
-        return float(sums[0] / max(float(sums[1]), 1.0))
-
-    # --- checkpoints ----------------------------------------------------------------------
-
-    def meta(self) -> dict[str, Any]:
-        """What the saved model records so that prediction rebuilds it and its prompts."""
-        return {
-            "model": self.config.model.model_dump(),
-            "base_path": self.job["base_path"],
-            "num_types": self.manifest["num_types"],
-            "type_names": self.manifest["type_names"],
-            "delta": self.config.data.delta,
-            "stage2_direction": self.config.data.stage2_direction,
-            "budget": self.config.data.budget,
-            "stage": self.stage,
-            "image_min_pixels": self.spec.min_pixels,
-            "image_max_pixels": self.spec.max_pixels,
-        }
-
-    def log(self, metrics: dict[str, Any]) -> None:
-        if self.rank == 0:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_file.open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
-
-    def save_checkpoint(self, metrics: dict[str, Any]) -> None:
-        """Every rank saves its DeepSpeed shard and random state, rank 0 the PEFT adapter and
-        the data position; Ray Train merges them into one checkpoint (without the frozen
-        base, which is reloaded from ``model.base``)."""
-        import deepspeed
-        import ray.train
-        import torch
-
-        from mmtpp.model import save_trained
-
-        self.log(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.engine.save_checkpoint(tmp, tag=DS_TAG, exclude_frozen_parameters=True)
-            torch.save(torch.get_rng_state(), Path(tmp) / f"rng_rank{self.rank}.pt")
-            trainable = [p for p in self.engine.module.parameters() if p.requires_grad]
-            gather = (
-                deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
-                if self.config.train.zero_stage == 3
-                else contextlib.nullcontext()
-            )
-            with gather:  # ZeRO-3: the adapter's shards gathered for rank 0 to write
-                if self.rank == 0:
-                    save_trained(
-                        self.engine.module, self.tokenizer, Path(tmp) / MODEL_SUBDIR, self.meta()
-                    )
-            if self.rank == 0:
-                (Path(tmp) / STATE_FILE).write_text(json.dumps(self.state))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-    # --- the whole stage ------------------------------------------------------------------
-
-    def run(self) -> None:
-        self.setup()
-        self.resume()
-        self.engine.train()
-        self.started, self.first_step = time.perf_counter(), self.state["step"]
-        done = False
-        while self.state["epoch"] < self.settings.epochs and not done:
-            done = self.train_epoch()
-            if not done:
-                self.state["epoch"] += 1
-                self.state["micro_in_epoch"] = 0
-            val = self.validate()
-            if self.rank == 0:
-                print(
-                    f"[stage {self.stage}] epoch {self.state['epoch']} val_loss {val}", flush=True
-                )
-            self.save_checkpoint(
-                {
-                    "stage": self.stage,
-                    "step": self.state["step"],
-                    "epoch": self.state["epoch"],
-                    "val_loss": val if val is not None else float("nan"),
-                    "final": True,
-                }
-            )
-
-
-def train_loop_per_worker(job: dict[str, Any]) -> None:
-    """Ray Train entry point: one ``StageRecipe`` per worker."""
-    config = job["config"]
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if config["train"]["use_gpu"] else "cpu")
-    StageRecipe(job).run()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-# --- the driver ---------------------------------------------------------------------------
+# what training settings do not change the model a stage ends with
+OPERATIONAL_KEYS = ("log_every", "checkpoint_every", "max_failures", "storage_path")
 
 
 @dataclass
@@ -508,30 +34,37 @@ class TrainResult:
     checkpoint_path: str | None
 
 
-def _rows(prepared: Path, stage: int, split: str) -> int:
-    import pyarrow.parquet as pq
-
-    files = sorted((prepared / f"stage{stage}" / split).glob("*.parquet"))
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+def _tree_hash(folder: Path) -> str | None:
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(folder).as_posix().encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def stage_fingerprint(config: Config, stage: int, prepared_fp: str) -> str:
-    """What training a stage depends on: the prepared data, the model, LoRA and training
-    settings and, for stage 2, the stage-1 adapter it continues from."""
+    """What training a stage reads, and nothing else: the prepared data (whose fingerprint
+    covers the data settings and the code), the model and LoRA settings, the training
+    settings shared by both stages and the stage's own (not the other stage's, nor the
+    operational ones: logging, checkpoint cadence, restarts, storage) and, for stage 2, the
+    stage-1 adapter it continues from. So changing a stage-2 setting reuses stage 1."""
+    train = config.to_dict()["train"]
+    own = train.pop(f"stage{stage}")
+    for key in ("stage1", "stage2", *OPERATIONAL_KEYS):
+        train.pop(key, None)
+    train["seed"] = config.train.seed  # resolved: the top-level seed when derived
     parts: dict[str, Any] = {
         "prepared": prepared_fp,
-        "model": config.model.model_dump(),
-        "lora": config.lora.model_dump(),
-        "train": config.to_dict()["train"],
+        "model": config.model.model_dump(mode="json"),
+        "lora": config.lora.model_dump(mode="json"),
+        "train": train,
+        "stage_settings": own,
         "stage": stage,
     }
     if stage == 2:
-        adapter = stage_dir(config, 1) / MODEL_SUBDIR
-        h = hashlib.sha256()
-        for f in sorted(adapter.rglob("*")) if adapter.is_dir() else []:
-            if f.is_file():
-                h.update(f.relative_to(adapter).as_posix().encode() + f.read_bytes())
-        parts["stage1"] = h.hexdigest() if adapter.is_dir() else None
+        parts["stage1"] = _tree_hash(stage_dir(config, 1) / MODEL_SUBDIR)
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -549,9 +82,10 @@ def _read_shards(files: list[str]):
     listing_reader, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
         return ray.data.read_parquet(
-            files, columns=["input_ids", "prompt_length", "images", "doc_lengths"],
+            files,
+            columns=["input_ids", "prompt_length", "images", "doc_lengths"],
             ray_remote_args={"num_cpus": DATA_CPUS},
-        )  # fmt: skip
+        )
     finally:
         ctx.use_datasource_v2 = listing_reader
 
@@ -585,7 +119,8 @@ def run_training(
     from mmtpp.model import materialize_base
     from mmtpp.tokens import load_tokenizer
 
-    prepared = Path(prepared_dir).resolve()
+    prepared = PreparedData(Path(prepared_dir).resolve())
+    manifest = prepared.manifest()  # a clear error on data of another format
     output = Path(config.output_dir).resolve()
     # Workers run in their own directories: give them absolute paths.
     config = config.with_output_dir(output)
@@ -595,15 +130,16 @@ def run_training(
             start_from = str(stage_dir(config, 1) / MODEL_SUBDIR)
         else:
             print("stage 2: no stage-1 adapter found, starting from a fresh adapter", flush=True)
-    base = materialize_base(config.model, load_tokenizer(prepared / "tokenizer"), output / "base")
+    base = materialize_base(config.model, load_tokenizer(prepared.tokenizer_dir), output / "base")
+    kind = f"stage{stage}"
     datasets = {}
     for split in ("train", "val"):
-        files = sorted(str(p) for p in (prepared / f"stage{stage}" / split).glob("*.parquet"))
+        files = [str(p) for p in prepared.files(kind, split)]
         if files:
             datasets[split] = _read_shards(files)
     if "train" not in datasets:
-        raise FileNotFoundError(f"{prepared}/stage{stage}/train: no prepared rows; run prepare")
-    rows = _rows(prepared, stage, "train") // config.train.num_workers
+        raise FileNotFoundError(f"{prepared.shard_dir(kind, 'train')}: no prepared rows")
+    rows = prepared.num_rows(kind, "train") // config.train.num_workers
     t = config.train
     total_cpus = ray.cluster_resources().get("CPU", 0)
     if total_cpus - t.num_workers * t.cpus_per_worker < DATA_CPUS:
@@ -615,14 +151,13 @@ def run_training(
             flush=True,
         )
     storage = t.storage_path or str(output / "ray_results")
-    manifest = json.loads((prepared / "manifest.json").read_text())
-    fingerprint = stage_fingerprint(config, stage, manifest["fingerprint"])
+    fingerprint = stage_fingerprint(config, stage, manifest.fingerprint)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "config": config.to_dict(),
             "stage": stage,
-            "prepared_dir": str(prepared),
+            "prepared_dir": str(prepared.root),
             "base_path": str(base),
             "rows_per_worker": rows,
             "start_from": start_from,

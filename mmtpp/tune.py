@@ -1,11 +1,12 @@
-"""Ray Tune search over Δ, the LoRA rank and the learning rate (SPEC §8).
+"""Ray Tune search over the compression rule (each mode with its own Δ grid), the LoRA rank
+and the learning rate (design §8).
 
-Each trial runs the real training loop (``mmtpp.train.run_training``, the function
+Each trial runs the real training loop (``train.run_training``, the function
 ``jobs/train.py`` runs) inside a Tune function, with ``TuneReportCallback`` forwarding every
 epoch's validation loss to an ASHA scheduler that stops weak trials early. Prepared data is
-built once per Δ before the search (cached by fingerprint), so trials sharing a Δ share it.
-Tune writes TensorBoard logs per trial; the end of the search prints a table, and the best
-configuration is written as a YAML file ``jobs/train.py`` accepts.
+built once per (mode, Δ) before the search (cached by fingerprint), so trials sharing a rule
+share it. Tune writes TensorBoard logs per trial; the end of the search prints a table, and
+the best configuration is written as a YAML file ``jobs/train.py`` accepts.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 
 from mmtpp.config import Config, apply_overrides
 
-TRIAL_KEYS = ("data.delta", "lora.r", "train.stage2.lr")
+TRIAL_KEYS = ("data.compression", "data.delta", "lora.r", "train.stage2.lr")
 
 
-def prepared_dir(search_dir: Path, delta: float) -> Path:
-    return search_dir / "prepared" / f"delta_{delta:g}"
+def prepared_dir(search_dir: Path, mode: str, delta: float) -> Path:
+    return search_dir / "prepared" / f"{mode}_{delta:g}"
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any], trial_dir: str) -> Config:
@@ -32,11 +33,16 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], trial_dir: str) -
     return Config.from_dict(apply_overrides(data, overrides))
 
 
-def sample_trials(deltas: list, ranks: list, lrs: list, num: int, seed: int) -> list[dict]:
-    """``num`` distinct (Δ, rank, lr) combinations drawn without replacement (the whole grid
-    when ``num`` covers it), in a seeded order."""
-    grid = [dict(zip(TRIAL_KEYS, combo, strict=True))
-            for combo in itertools.product(deltas, ranks, lrs)]  # fmt: skip
+def sample_trials(
+    compression: dict[str, list[float]], ranks: list, lrs: list, num: int, seed: int
+) -> list[dict]:
+    """``num`` distinct (rule, rank, lr) combinations drawn without replacement (the whole
+    grid when ``num`` covers it), in a seeded order; a rule is a mode with one of its Δs."""
+    rules = [(mode, d) for mode, deltas in compression.items() for d in deltas]
+    grid = [
+        dict(zip(TRIAL_KEYS, (mode, d, r, lr), strict=True))
+        for (mode, d), r, lr in itertools.product(rules, ranks, lrs)
+    ]
     random.Random(seed).shuffle(grid)
     return grid[: num if num > 0 else len(grid)]
 
@@ -52,10 +58,26 @@ def trainable(params: dict[str, Any], base: dict[str, Any], search_dir: str) -> 
     # workers, on any node, write the adapters and metrics the trial then reads
     trial_dir = Path(search_dir) / "trials" / ray.tune.get_context().get_trial_id()
     config = trial_config(base, params, str(trial_dir))
-    data = prepared_dir(Path(search_dir), params["data.delta"])
+    data = prepared_dir(Path(search_dir), params["data.compression"], params["data.delta"])
     if config.tune.with_stage1:
         run_training(config, 1, data)
     run_training(config, 2, data, callbacks=[TuneReportCallback()])
+
+
+def _prepare_rules(config: Config, search_dir: Path) -> dict[tuple[str, float], Any]:
+    """Prepared data for every rule of the grid: events per stage-2 prompt, by rule."""
+    from mmtpp.prepare import run_prepare
+    from mmtpp.sources.resolve import resolve_dataset
+
+    root = resolve_dataset(config)
+    events = {}
+    for mode, deltas in config.tune.compression.items():
+        for delta in deltas:
+            overrides = [f"data.compression={mode}", f"data.delta={delta}"]
+            data = Config.from_dict(apply_overrides(config.to_dict(), overrides))
+            manifest = run_prepare(data, root, prepared_dir(search_dir, mode, delta)).manifest
+            events[(mode, delta)] = manifest.token_stats.get("stage2", {}).get("mean_events")
+    return events
 
 
 def run_search(
@@ -66,25 +88,14 @@ def run_search(
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from mmtpp.prepare import resolve_dataset, run_prepare
-
     t = config.tune
     search_dir = (Path(config.output_dir) / "tune").resolve()
     name = "search"
-    root = resolve_dataset(config)
-    events_per_row = {}
-    for delta in t.deltas:
-        data = Config.from_dict(apply_overrides(config.to_dict(), [f"data.delta={delta}"]))
-        manifest = run_prepare(data, root, prepared_dir(search_dir, delta)).manifest
-        events_per_row[delta] = manifest["token_stats"].get("stage2", {}).get("mean_events")
+    events_per_row = _prepare_rules(config, search_dir)
     base = config.to_dict()
     base["train"]["stage2"]["epochs"] = t.epochs
-    points = sample_trials(t.deltas, t.ranks, t.lrs, t.num_samples, t.seed)
-    space = {
-        "data.delta": ray.tune.choice(t.deltas),
-        "lora.r": ray.tune.choice(t.ranks),
-        "train.stage2.lr": ray.tune.choice(t.lrs),
-    }
+    points = sample_trials(t.compression, t.ranks, t.lrs, t.num_samples, t.seed)
+    space = {key: ray.tune.choice(sorted({p[key] for p in points})) for key in TRIAL_KEYS}
     fn = ray.tune.with_parameters(trainable, base=base, search_dir=str(search_dir))
     resources = ray.tune.with_resources(fn, {"CPU": t.cpus_per_trial})
     path = search_dir / name
@@ -119,15 +130,21 @@ def run_search(
         cfg = result.config or {}
         history = result.metrics_dataframe
         epochs = 0 if history is None else int(history["val_loss"].notna().sum())
-        rows.append({
-            "trial": result.path.rsplit("/", 1)[-1] if result.path else "?",
-            "delta": cfg.get("data.delta"), "rank": cfg.get("lora.r"),
-            "lr": cfg.get("train.stage2.lr"),
-            "val_loss": (result.metrics or {}).get("val_loss"),
-            "epochs": epochs, "stopped_early": epochs < t.epochs,
-            "events_per_row": events_per_row.get(cfg.get("data.delta")),
-            "error": str(result.error) if result.error else None,
-        })  # fmt: skip
+        rule = (cfg.get("data.compression"), cfg.get("data.delta"))
+        rows.append(
+            {
+                "trial": result.path.rsplit("/", 1)[-1] if result.path else "?",
+                "mode": rule[0],
+                "delta": rule[1],
+                "rank": cfg.get("lora.r"),
+                "lr": cfg.get("train.stage2.lr"),
+                "val_loss": (result.metrics or {}).get("val_loss"),
+                "epochs": epochs,
+                "stopped_early": epochs < t.epochs,
+                "events_per_row": events_per_row.get(rule),
+                "error": str(result.error) if result.error else None,
+            }
+        )
     best = grid.get_best_result(metric=t.metric, mode="min", scope="last")
     params = {k: best.config[k] for k in TRIAL_KEYS}
     best_cfg = Config.from_dict(
@@ -136,8 +153,9 @@ def run_search(
     best_cfg.to_yaml(search_dir / "best.yaml")
     table = format_rows(rows)
     (search_dir / "results.md").write_text(table + "\n")
-    (search_dir / "results.json").write_text(json.dumps({"best": params, "trials": rows},
-                                                        indent=2, default=str))  # fmt: skip
+    (search_dir / "results.json").write_text(
+        json.dumps({"best": params, "trials": rows}, indent=2, default=str)
+    )
     print(table, flush=True)
     print(f"best {params} -> {search_dir / 'best.yaml'}", flush=True)
     print(f"TensorBoard: tensorboard --logdir {path}", flush=True)
@@ -145,13 +163,15 @@ def run_search(
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    lines = ["| trial | Δ | rank | lr | val_loss | epochs | stopped early | events/prompt |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| trial | rule | rank | lr | val_loss | epochs | stopped early | events/prompt |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (r["val_loss"] is None, r["val_loss"] or 0)):
         loss = "—" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
         ev = "—" if r["events_per_row"] is None else f"{r['events_per_row']:.1f}"
         lines.append(
-            f"| {r['trial']} | {r['delta']} | {r['rank']} | {r['lr']} | {loss} | {r['epochs']} "
-            f"| {'yes' if r['stopped_early'] else 'no'} | {ev} |"
+            f"| {r['trial']} | {r['mode']} Δ={r['delta']} | {r['rank']} | {r['lr']} | {loss} "
+            f"| {r['epochs']} | {'yes' if r['stopped_early'] else 'no'} | {ev} |"
         )
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from mmtpp.events import (
     IMAGE_STRUCT,
     SEQUENCE_SCHEMA,
     DatasetInfo,
+    EventSequence,
     iter_tables,
     read_info,
     table_to_sequences,
@@ -636,3 +637,12 @@ def validate_dataset(
         else:  # nothing set aside now: an earlier validation's records are stale
             target.unlink(missing_ok=True)
     return report
+
+
+def read_sequences(root: str | Path) -> list[EventSequence]:
+    """All sequences of a dataset, with column types checked (raises naming the file and
+    column); sequence-level checks are ``validate_dataset``'s."""
+    out: list[EventSequence] = []
+    for path, table in iter_tables(root):
+        out.extend(table_to_sequences(conform_table(table, source=str(path))))
+    return out

@@ -205,16 +205,24 @@ class MMTPPServer:
             data = base64.b64decode(ref, validate=True)
         except (binascii.Error, ValueError) as err:
             data, b64_error = None, err
-        spec = ImageSpec(self.predictor.spec.min_pixels, self.predictor.spec.max_pixels,
-                         max_bytes=limits.max_image_bytes,
-                         max_source_pixels=limits.max_image_pixels)  # fmt: skip
+        spec = ImageSpec(
+            self.predictor.spec.min_pixels,
+            self.predictor.spec.max_pixels,
+            max_bytes=limits.max_image_bytes,
+            max_source_pixels=limits.max_image_pixels,
+        )
         try:
             is_image = data is not None and _image_format(data) is not None
             if not is_image and self.config.image_root is not None and len(ref) < 512:
-                data = read_bytes(ref, self.config.image_root, spec)  # a path under the root
+                root = self.config.image_root  # a path under the root (symlinks included)
+                data = read_bytes(ref, root, spec, trusted_root=root)
             elif data is None:
-                raise _problem(422, where, f"not valid base64 ({b64_error}); image paths "
-                                           "need image_root in the server config")  # fmt: skip
+                raise _problem(
+                    422,
+                    where,
+                    f"not valid base64 ({b64_error}); image paths "
+                    "need image_root in the server config",
+                )
             if len(data) > limits.max_image_bytes:
                 raise _problem(413, where, f"{len(data)} bytes > limit {limits.max_image_bytes}")
             fmt = _image_format(data)
@@ -236,16 +244,19 @@ class MMTPPServer:
     @app.get("/v1/model")
     async def model_info(self, authorization: str | None = Header(None)) -> dict[str, Any]:
         self.check_token(authorization)
-        meta = self.predictor.meta
+        card = self.predictor.card
         return {
-            "base_model": meta["model"]["base"],
-            "base_path": meta["base_path"],
+            "base_model": card.model.base,
+            "base_path": card.base_path,
             "adapter": self.config.model_dir,
-            "stage": meta.get("stage"),
+            "stage": card.stage,
             "dtype": self.predictor.dtype,
-            "delta": meta["delta"],
-            "budget": meta["budget"],
-            "type_names": meta["type_names"],
+            "compression": card.compression.model_dump(),
+            "delta": card.compression.delta,
+            "stage2_direction": card.stage2_direction,
+            "modalities": card.modalities,
+            "budget": card.budget,
+            "type_names": card.type_names,
             "limits": self.config.limits.model_dump(),
             "max_batch_size": self.config.max_batch_size,
         }
@@ -314,7 +325,7 @@ class MMTPPServer:
         if isinstance(pred, ValueError):  # e.g. an image the decoder refuses
             self.errors += 1
             raise _problem(422, "events", str(pred))
-        names = self.predictor.meta["type_names"]
+        names = self.predictor.card.type_names
         return PredictOut(
             time=pred.time,
             next_event_time=None if pred.time is None else req.events[-1].time + pred.time,
@@ -340,8 +351,9 @@ class MMTPPServer:
             options = items[idx[0]][2]
             histories = [items[i][0] for i in idx]
             sampled = "time" in tasks and options.sampled_time
-            per_call = max(1, self.config.limits.max_rows_per_call // (
-                options.samples if sampled else 1))  # fmt: skip
+            per_call = max(
+                1, self.config.limits.max_rows_per_call // (options.samples if sampled else 1)
+            )
             start = time.perf_counter()
             # On the event loop, not in a thread: measured faster (bench_serve), as
             # requests that arrive meanwhile wait and then fill the next batch at once.
@@ -374,8 +386,9 @@ class MMTPPServer:
 
 @app.exception_handler(HTTPException)
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))  # fmt: skip
+    return JSONResponse(
+        {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+    )
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -56,11 +56,21 @@ def qwen_tokenizer_dir(tmp_path_factory) -> Path:
         r"""[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
     )
     specials = [
-        "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
-        "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>",
-        "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-        "<|image_pad|>", "<|video_pad|>",
-    ]  # fmt: skip
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|object_ref_start|>",
+        "<|object_ref_end|>",
+        "<|box_start|>",
+        "<|box_end|>",
+        "<|quad_start|>",
+        "<|quad_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|vision_pad|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
     backend = TikTokenConverter(vocab_file=str(ranks), pattern=pattern).converted()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
     tok.add_tokens(specials, special_tokens=True)
@@ -114,7 +124,47 @@ def ray_local():
     if not ray.is_initialized():
         # Workers import serve.app from the checkout, as `serve run` does from its directory.
         root = str(Path(__file__).resolve().parent.parent)
-        ray.init(num_cpus=2, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": root}})  # fmt: skip
+        ray.init(num_cpus=2, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
     yield ray
     ray.shutdown()
+
+
+def card_for(cfg, base, budget: int = 512, delta: float = 0.2, num_types: int = NUM_TYPES):
+    """The model card of an adapter built on ``base`` from ``cfg`` (as training writes it)."""
+    from mmtpp.card import CompressionSpec, ModelCard
+
+    return ModelCard(
+        stage=2,
+        base_path=str(base),
+        model=cfg.model,
+        num_types=num_types,
+        type_names=[f"type_{k}" for k in range(num_types)],
+        budget=budget,
+        compression=CompressionSpec(mode="absolute", delta=delta),
+        image_min_pixels=56 * 56,
+        image_max_pixels=112 * 112,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(model directory, image root, sequences) of an untrained adapter saved as trained:
+    the prediction path end to end, without training."""
+    import torch
+
+    from mmtpp.config import load_config
+    from mmtpp.model import add_lora, added_token_ids, load_base, materialize_base, save_trained
+    from mmtpp.tokens import build_tokenizer, load_tokenizer
+
+    tmp = tmp_path_factory.mktemp("predict")
+    _, seqs = make_dataset(tmp / "ds", num_sequences=4, events=(20, 40))
+    cfg = load_config(overrides=["data.budget=512"])
+    build_tokenizer(tmp / "tok", ["storm north delay taxi"] * 50, NUM_TYPES)
+    tokenizer = load_tokenizer(tmp / "tok")
+    base = materialize_base(cfg.model, tokenizer, tmp / "base")
+    torch.manual_seed(0)
+    lora = add_lora(
+        load_base(base, cfg.model, tokenizer), cfg.lora, added_token_ids(tokenizer, NUM_TYPES)
+    )
+    save_trained(lora, tokenizer, tmp / "model", card_for(cfg, base))
+    return tmp / "model", tmp / "ds", seqs

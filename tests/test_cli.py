@@ -27,10 +27,19 @@ def test_validate_json(synth, capsys):
 
 
 def test_stats_compression_doubles_events_per_budget(synth, capsys):
-    assert main(["data", "stats", str(synth), "--delta", "0.2", "--budget", "4096", "--json"]) == 0
+    argv = ["data", "stats", str(synth), "--mode", "absolute", "--delta", "0.2", "--json"]
+    assert main(argv) == 0
     rows = {r["delta"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[0.2]["events_per_budget"] >= 2 * rows[0.0]["events_per_budget"]
     assert rows[0.0]["compression_ratio"] == 1.0 and rows[0.2]["compression_ratio"] > 2
+
+
+def test_stats_list_every_mode_side_by_side(synth, capsys):
+    assert main(["data", "stats", str(synth), "--budget", "1024"]) == 0
+    out = capsys.readouterr().out
+    for mode in ("absolute", "relative", "typed"):
+        assert out.count(f"\n{mode} ") >= 3, out  # each mode on its own Δ grid
+    assert "log-gap units" in out
 
 
 def test_errors_are_one_line(tmp_path, capsys):
@@ -84,8 +93,17 @@ def test_job_options_are_declared_and_parsed(capsys):
 
 def test_evaluate_job_refuses_keys_it_would_ignore(tmp_path, monkeypatch, capsys):
     evaluate = _job("evaluate")
-    base = ["evaluate.py", "--model", str(tmp_path), "--prepared", str(tmp_path),
-            "--dataset", str(tmp_path), "--out", str(tmp_path / "report")]  # fmt: skip
+    base = [
+        "evaluate.py",
+        "--model",
+        str(tmp_path),
+        "--prepared",
+        str(tmp_path),
+        "--dataset",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "report"),
+    ]
     monkeypatch.setattr("sys.argv", [*base, "data.delta=0.5"])
     with pytest.raises(SystemExit):
         evaluate.main()

@@ -31,8 +31,12 @@ def decodes(data: bytes) -> bool:
 
 
 def test_registry_names_every_format():
-    loaders = {"mmtpp_json": load_mmtpp_json, "easytpp": load_easytpp, "table": load_table,
-               "nycflights": load_nycflights}  # fmt: skip
+    loaders = {
+        "mmtpp_json": load_mmtpp_json,
+        "easytpp": load_easytpp,
+        "table": load_table,
+        "nycflights": load_nycflights,
+    }
     assert loaders == IMPORTERS
 
 
@@ -40,8 +44,12 @@ def test_registry_names_every_format():
 
 
 def event(t, k, text=None, image=None, gap=0.0):
-    return {"time": t, "text": text, "image_path": image,
-            "TPP_attribute": {"time_since_last_event": gap, "event_type": k}}  # fmt: skip
+    return {
+        "time": t,
+        "text": text,
+        "image_path": image,
+        "TPP_attribute": {"time_since_last_event": gap, "event_type": k},
+    }
 
 
 def test_mmtpp_json_folder(tmp_path):
@@ -126,20 +134,34 @@ def test_mmtpp_json_not_a_list(tmp_path):
 # --- EasyTPP ----------------------------------------------------------------------------------
 
 TRAIN = [
-    [{"time_since_start": 0.0, "time_since_last_event": 0.0, "type_event": 2},
-     {"time_since_start": 0.7, "time_since_last_event": 0.7, "type_event": 0}],
+    [
+        {"time_since_start": 0.0, "time_since_last_event": 0.0, "type_event": 2},
+        {"time_since_start": 0.7, "time_since_last_event": 0.7, "type_event": 0},
+    ],
     [{"time_since_start": 1.0, "time_since_last_event": 0.0, "type_event": 1}],
-]  # fmt: skip
+]
 # EasyTPP's train.pkl holds empty dev/test lists next to the train split.
 EASY = {"dim_process": 3, "train": TRAIN, "dev": [], "test": [], "args": None}
 
 
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_easytpp_pickle_with_numpy_values(tmp_path, protocol):
-    data = {**EASY, "dim_process": np.int64(3), "train": [
-        [{**e, "time_since_start": np.float64(e["time_since_start"]),
-          "type_event": np.int32(e["type_event"]), "extra": np.arange(3.0)} for e in seq]
-        for seq in TRAIN]}  # fmt: skip
+    data = {
+        **EASY,
+        "dim_process": np.int64(3),
+        "train": [
+            [
+                {
+                    **e,
+                    "time_since_start": np.float64(e["time_since_start"]),
+                    "type_event": np.int32(e["type_event"]),
+                    "extra": np.arange(3.0),
+                }
+                for e in seq
+            ]
+            for seq in TRAIN
+        ],
+    }
     path = tmp_path / "train.pkl"
     path.write_bytes(pickle.dumps(data, protocol=protocol))
     info, seqs = load_easytpp(path)
@@ -163,10 +185,24 @@ def test_easytpp_json_and_split_choice(tmp_path):
 
 
 def test_easytpp_hugging_face_records(tmp_path):
-    records = [{"dim_process": 2, "seq_idx": 7, "seq_len": 2, "time_since_start": [0.0, 0.5],
-                "time_since_last_event": [0.0, 0.5], "type_event": [1, 0]},
-               {"dim_process": 2, "seq_idx": 8, "seq_len": 1, "time_since_start": [2.0],
-                "time_since_last_event": [0.0], "type_event": [1]}]  # fmt: skip
+    records = [
+        {
+            "dim_process": 2,
+            "seq_idx": 7,
+            "seq_len": 2,
+            "time_since_start": [0.0, 0.5],
+            "time_since_last_event": [0.0, 0.5],
+            "type_event": [1, 0],
+        },
+        {
+            "dim_process": 2,
+            "seq_idx": 8,
+            "seq_len": 1,
+            "time_since_start": [2.0],
+            "time_since_last_event": [0.0],
+            "type_event": [1],
+        },
+    ]
     (tmp_path / "a.json").write_text(json.dumps(records))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     for name in ("a.json", "b.jsonl"):
@@ -181,14 +217,20 @@ def test_easytpp_hugging_face_records(tmp_path):
     [
         ({"train": TRAIN}, r"field 'dim_process' is missing"),
         ({"dim_process": "3", "train": TRAIN}, r"field 'dim_process' is not an integer: '3'"),
-        ({"dim_process": 3, "train": [[{"type_event": 0}]]},
-         r"split 'train' sequence 0 event 0: field 'time_since_start' is missing"),
-        ({"dim_process": 3, "train": [TRAIN[0], [{"time_since_start": "a", "type_event": 0}]]},
-         r"split 'train' sequence 1 event 0: field 'time_since_start' is not a number: 'a'"),
-        ({"dim_process": 3, "train": [[{"time_since_start": 0.0, "type_event": 1.5}]]},
-         r"sequence 0 event 0: field 'type_event' is not an integer: 1.5"),
+        (
+            {"dim_process": 3, "train": [[{"type_event": 0}]]},
+            r"split 'train' sequence 0 event 0: field 'time_since_start' is missing",
+        ),
+        (
+            {"dim_process": 3, "train": [TRAIN[0], [{"time_since_start": "a", "type_event": 0}]]},
+            r"split 'train' sequence 1 event 0: field 'time_since_start' is not a number: 'a'",
+        ),
+        (
+            {"dim_process": 3, "train": [[{"time_since_start": 0.0, "type_event": 1.5}]]},
+            r"sequence 0 event 0: field 'type_event' is not an integer: 1.5",
+        ),
     ],
-)  # fmt: skip
+)
 def test_easytpp_errors_name_file_sequence_event_field(tmp_path, data, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
@@ -230,11 +272,16 @@ def test_easytpp_refuses_a_malicious_pickle(tmp_path, monkeypatch, payload, name
 def events_frame(tmp_path) -> pd.DataFrame:
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(png_bytes())
-    return pd.DataFrame({
-        "seq_id": ["b", "a", "b", "a", "b"], "time": [0.0, 5.0, 1.0, 6.0, 0.5],
-        "type": ["login", "buy", "buy", "logout", "login"], "text": ["x", None, "NA", "z", "w"],
-        "image": ["img/a.png", None, None, None, None], "ignored": [1, 2, 3, 4, 5],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "seq_id": ["b", "a", "b", "a", "b"],
+            "time": [0.0, 5.0, 1.0, 6.0, 0.5],
+            "type": ["login", "buy", "buy", "logout", "login"],
+            "text": ["x", None, "NA", "z", "w"],
+            "image": ["img/a.png", None, None, None, None],
+            "ignored": [1, 2, 3, 4, 5],
+        }
+    )
 
 
 @pytest.mark.parametrize("name", ["events.csv", "events.parquet"])
@@ -256,8 +303,14 @@ def test_table_with_string_types_and_images(tmp_path, events_frame, name):
 
 
 def test_table_integer_types_given_names_and_parquet_bytes(tmp_path):
-    frame = pd.DataFrame({"seq_id": [1, 1, 2], "time": [0, 1, 2], "type": [0, 2, 1],
-                          "image": [png_bytes(), None, None]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "seq_id": [1, 1, 2],
+            "time": [0, 1, 2],
+            "type": [0, 2, 1],
+            "image": [png_bytes(), None, None],
+        }
+    )
     frame.to_parquet(tmp_path / "t.parquet")
     info, seqs = load_table(tmp_path / "t.parquet", time_unit="h")
     seqs = list(seqs)
@@ -270,8 +323,13 @@ def test_table_integer_types_given_names_and_parquet_bytes(tmp_path):
 
 
 def test_table_datetimes(tmp_path):
-    frame = pd.DataFrame({"seq_id": ["a", "a"], "type": [0, 0],
-                          "time": ["2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "seq_id": ["a", "a"],
+            "type": [0, 0],
+            "time": ["2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"],
+        }
+    )
     frame.to_csv(tmp_path / "iso.csv", index=False)
     info, seqs = load_table(tmp_path / "iso.csv", time_format="datetime")
     assert next(seqs).time.tolist() == [1704067200.0, 1704067260.0] and info.time_unit == "s"
@@ -297,8 +355,14 @@ def test_table_datetimes(tmp_path):
     ],
 )
 def test_table_errors_name_file_row_and_column(tmp_path, column, value, message):
-    frame = pd.DataFrame({"seq_id": ["a1", "a2", "a3"], "time": [0.0, 1.0, 2.0], "type": [0, 1, 0],
-                          "image": [None, None, None]}).astype(object)  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "seq_id": ["a1", "a2", "a3"],
+            "time": [0.0, 1.0, 2.0],
+            "type": [0, 1, 0],
+            "image": [None, None, None],
+        }
+    ).astype(object)
     frame.loc[2, column] = value
     frame.to_csv(tmp_path / "bad.csv", index=False)  # data row 2 is spreadsheet row 4
     with pytest.raises(ValueError, match=message):
@@ -311,9 +375,13 @@ def test_table_structural_errors(tmp_path):
     with pytest.raises(ValueError, match=r"nocol\.parquet: required column 'type' is missing"):
         load_table(tmp_path / "nocol.parquet")
     pd.DataFrame({"seq_id": ["a", "a"], "time": [0.0, 1.0], "type": ["x", "y"]}).to_parquet(
-        tmp_path / "t.parquet")  # fmt: skip
-    with pytest.raises(ValueError, match=r"t\.parquet row 1 \(seq_id 'a'\): column 'type' is not "
-                                         r"a known type: 'y' \(type_names \['x'\]\)"):  # fmt: skip
+        tmp_path / "t.parquet"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"t\.parquet row 1 \(seq_id 'a'\): column 'type' is not "
+        r"a known type: 'y' \(type_names \['x'\]\)",
+    ):
         load_table(tmp_path / "t.parquet", type_names=["x"])
     (tmp_path / "t.txt").write_text("x")
     with pytest.raises(ValueError, match=r"t\.txt: expected a \.csv, \.tsv or \.parquet"):
@@ -325,9 +393,14 @@ def test_table_of_many_rows_is_fast(tmp_path):
 
     n = 200_000
     rng = np.random.default_rng(0)
-    pd.DataFrame({"seq_id": rng.integers(0, 2000, n).astype(str), "time": np.arange(n) / 7.0,
-                  "type": rng.choice(["a", "b", "c"], n), "text": "t"}).to_parquet(
-        tmp_path / "big.parquet")  # fmt: skip
+    pd.DataFrame(
+        {
+            "seq_id": rng.integers(0, 2000, n).astype(str),
+            "time": np.arange(n) / 7.0,
+            "type": rng.choice(["a", "b", "c"], n),
+            "text": "t",
+        }
+    ).to_parquet(tmp_path / "big.parquet")
     start = time.perf_counter()
     info, seqs = load_table(tmp_path / "big.parquet")
     assert sum(len(s) for s in seqs) == n and info.num_types == 3

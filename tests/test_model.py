@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import NUM_TYPES, make_dataset
+from conftest import NUM_TYPES, card_for, make_dataset
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from mmtpp.config import load_config
@@ -18,8 +18,8 @@ from mmtpp.model import (
     merge,
     save_trained,
 )
-from mmtpp.prepare import PrepareContext, build_tokenizer, process_table
-from mmtpp.tokens import extend_tokenizer, load_tokenizer
+from mmtpp.shards import PrepareContext, process_table
+from mmtpp.tokens import build_tokenizer, extend_tokenizer, load_tokenizer
 
 torch.set_flush_denormal(True)
 
@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("model")
     _, seqs = make_dataset(tmp / "ds", num_sequences=3, events=(20, 30))
     cfg = load_config(overrides=["data.budget=256", "data.targets_per_sequence=2"])
-    build_tokenizer(cfg.data, ["storm north delay taxi"] * 50, NUM_TYPES, tmp / "tok")
+    build_tokenizer(tmp / "tok", ["storm north delay taxi"] * 50, NUM_TYPES)
     ctx = PrepareContext(cfg.data, str(tmp / "tok"), NUM_TYPES, str(tmp / "ds"))
     rows = process_table(sequences_to_table(seqs), ctx).to_pylist()
     tokenizer = load_tokenizer(tmp / "tok")
@@ -39,8 +39,9 @@ def setup(tmp_path_factory):
 
 def batch_of(rows, tokenizer, model):
     spec = ImageSpec()
-    return collate(rows, image_processor(spec), tokenizer.eos_token_id,
-                   model.config.image_token_id, spec)  # fmt: skip
+    return collate(
+        rows, image_processor(spec), tokenizer.eos_token_id, model.config.image_token_id, spec
+    )
 
 
 def test_lora_trains_adapters_and_new_token_rows_only(setup):
@@ -72,8 +73,7 @@ def test_save_reload_merge_round_trip(setup):
     peft.eval()
     batch = batch_of([r for r in rows if r["kind"] == "stage2"][:2], tokenizer, peft)
     want = peft(**batch).logits
-    meta = {"model": cfg.model.model_dump(), "base_path": str(base), "num_types": NUM_TYPES}
-    save_trained(peft, tokenizer, tmp / "trained", meta)
+    save_trained(peft, tokenizer, tmp / "trained", card_for(cfg, base))
     reloaded, _tok2, _ = load_trained(tmp / "trained")
     reloaded.eval()
     torch.testing.assert_close(reloaded(**batch).logits, want, atol=1e-4, rtol=1e-4)
@@ -97,8 +97,9 @@ def test_lora_on_the_tiny_base_can_fit_every_response_token(setup):
     # logit of every frozen token row: its loss would stay above ~4 nats whatever LoRA does.
     _tmp, cfg, tokenizer, base, rows = setup
     torch.manual_seed(0)
-    peft = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
-                    added_token_ids(tokenizer, NUM_TYPES))  # fmt: skip
+    peft = add_lora(
+        load_base(base, cfg.model, tokenizer), cfg.lora, added_token_ids(tokenizer, NUM_TYPES)
+    )
     examples = [r for r in rows if r["kind"] == "stage2" and r["task"] == "time"][:2]
     batch = batch_of(examples, tokenizer, peft)
     labels = batch.pop("labels")
@@ -133,19 +134,21 @@ def test_tiny_base_is_rebuilt_when_its_recipe_changes(setup, tmp_path):
 def test_a_blank_image_changes_neither_loss_nor_logits(setup):
     """ZeRO-3 runs the vision tower on every batch (train.py): the blank image it adds to a
     batch without images must leave the loss and every real position's logits alone."""
+    from mmtpp.losses import response_loss
     from mmtpp.model import with_blank_image
-    from mmtpp.train import response_loss
 
     _tmp, cfg, tokenizer, base, rows = setup
     torch.manual_seed(0)
-    model = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
-                     added_token_ids(tokenizer, NUM_TYPES)).eval()  # fmt: skip
+    model = add_lora(
+        load_base(base, cfg.model, tokenizer), cfg.lora, added_token_ids(tokenizer, NUM_TYPES)
+    ).eval()
     plain = [r for r in rows if not r["images"]][:3]
     assert len(plain) == 3
     batch = batch_of(plain, tokenizer, model)
     spec = ImageSpec()
-    blank = with_blank_image(batch, image_processor(spec), spec, tokenizer.eos_token_id,
-                             model.config.image_token_id)  # fmt: skip
+    blank = with_blank_image(
+        batch, image_processor(spec), spec, tokenizer.eos_token_id, model.config.image_token_id
+    )
     assert "pixel_values" in blank and blank["input_ids"].shape[1] > batch["input_ids"].shape[1]
     with torch.no_grad():
         a, b = model(**batch), model(**blank)
@@ -153,8 +156,9 @@ def test_a_blank_image_changes_neither_loss_nor_logits(setup):
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(b.logits[:, :width][real], a.logits[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b.loss, a.loss, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(response_loss(b.logits, blank["labels"]),
-                               response_loss(a.logits, batch["labels"]))  # fmt: skip
+    torch.testing.assert_close(
+        response_loss(b.logits, blank["labels"]), response_loss(a.logits, batch["labels"])
+    )
 
 
 def _image_runs(ids, image_token_id):

@@ -4,41 +4,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import NUM_TYPES, make_dataset
 
 from mmtpp.compression import similar_mask
-from mmtpp.config import load_config
 from mmtpp.decoding import DecodeOptions
 from mmtpp.model import (
-    add_lora,
-    added_token_ids,
     collate,
-    load_base,
-    materialize_base,
-    save_trained,
 )
 from mmtpp.predict import Predictor
-from mmtpp.prepare import build_tokenizer
+from mmtpp.templates import SHORT_RESPONSE_ROOM
 from mmtpp.tokens import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(model directory, image root, sequences) of an untrained adapter saved as trained."""
-    tmp = tmp_path_factory.mktemp("predict")
-    _, seqs = make_dataset(tmp / "ds", num_sequences=4, events=(20, 40))
-    cfg = load_config(overrides=["data.budget=512"])
-    build_tokenizer(cfg.data, ["storm north delay taxi"] * 50, NUM_TYPES, tmp / "tok")
-    tokenizer = load_tokenizer(tmp / "tok")
-    base = materialize_base(cfg.model, tokenizer, tmp / "base")
-    torch.manual_seed(0)
-    model = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
-                     added_token_ids(tokenizer, NUM_TYPES))  # fmt: skip
-    meta = {"model": cfg.model.model_dump(), "base_path": str(base), "num_types": NUM_TYPES,
-            "type_names": [f"t{k}" for k in range(NUM_TYPES)], "delta": 0.2, "budget": 512,
-            "stage": 2, "image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}  # fmt: skip
-    save_trained(model, tokenizer, tmp / "model", meta)
-    return tmp / "model", tmp / "ds", seqs
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +67,14 @@ def test_prompts_follow_the_training_scan_direction(trained, predictor, tmp_path
     model_dir, image_root, _ = trained
     shutil.copytree(model_dir, tmp_path / "model")
     meta_file = tmp_path / "model" / "mmtpp_model.json"
-    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()),
-                                     "stage2_direction": "forward"}))  # fmt: skip
+    card = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**card, "stage2_direction": "forward"}))
     forward = Predictor(tmp_path / "model", image_root=image_root)
     assert (backward.direction, forward.direction) == ("backward", "forward")
     for p in (backward, forward):
         for seq, prompt in zip(seqs, p.prompts(seqs, "type", DecodeOptions()), strict=True):
             start = len(seq) - prompt.history_events
-            mask = similar_mask(seq.gaps, p.delta, p.direction)[start:]
+            mask = similar_mask(seq.gaps, p.rule.delta, p.direction)[start:]
             mask[[0, -1]] = False
             assert prompt.compressed_events == mask.sum()
 
@@ -118,8 +92,11 @@ def test_time_sampling_and_uncompressed_history(predictor):
 def test_response_log_probs_are_the_full_forward_pass_at_the_response(predictor):
     p, seqs = predictor
     prompts = p.prompts(seqs[:3], "time", DecodeOptions())
-    responses = [[p.ids.time_start, *p.ids.byte_ids[[1, 2, 3, 4]].tolist()], [p.ids.eos],
-                 [p.ids.type_start, int(p.ids.type_ids[0]), p.ids.type_end]]  # fmt: skip
+    responses = [
+        [p.ids.time_start, *p.ids.byte_ids[[1, 2, 3, 4]].tolist()],
+        [p.ids.eos],
+        [p.ids.type_start, int(p.ids.type_ids[0]), p.ids.type_end],
+    ]
     got = p.response_log_probs(prompts, responses)
     for prompt, response, lp in zip(prompts, responses, got, strict=True):
         row = {"input_ids": [*prompt.input_ids, *response], "images": prompt.images}
@@ -138,9 +115,9 @@ def test_prompt_for_bounds_the_history(predictor):
     p, seqs = predictor
     seq = seqs[0]
     et = p.renderer.event_tokens([seq], p.count_image_tokens)[0]
-    short = p.prompt_for(seq, et, len(seq) - 1, "type", 0.0, 500, max_events=3)
+    short = p.prompt_for(seq, et, len(seq) - 1, "type", p.prompt_rule(False), 500, max_events=3)
     assert short.history_events == 3 and short.compressed_events == 0
-    assert p.prompt_for(seq, et, len(seq) - 1, "type", 0.0, 500).history_events > 3
+    assert p.prompt_for(seq, et, len(seq) - 1, "type", p.prompt_rule(False), 500).history_events > 3
 
 
 def test_tasks_sharing_a_history_encode_it_once_with_the_same_predictions(predictor, monkeypatch):
@@ -152,8 +129,9 @@ def test_tasks_sharing_a_history_encode_it_once_with_the_same_predictions(predic
     alone = {t: p.predict(seqs, [t], options) for t in ("time", "type", "text")}
     calls = []
     shared = p.generate_shared
-    monkeypatch.setattr(p, "generate_shared", lambda by_task, o: calls.append(list(by_task))
-                        or shared(by_task, o))  # fmt: skip
+    monkeypatch.setattr(
+        p, "generate_shared", lambda by_task, o: calls.append(list(by_task)) or shared(by_task, o)
+    )
     together = p.predict(seqs, ["time", "type", "text"], options)
     assert calls and set(calls[0]) >= {"time", "type"}
     for task, preds in alone.items():
@@ -207,45 +185,38 @@ def test_expected_time_ignores_a_far_exponent(predictor, monkeypatch):
     assert got.value == pytest.approx(mean, rel=1e-6)
 
 
-def test_evaluation_prompts_rendered_again_match_preparation_and_drop_compression(predictor):
-    """eval.compress=false answers the prepared targets with uncompressed histories."""
-    from mmtpp.evaluate import eval_prompts, rendered_prompts
-    from mmtpp.images import read_bytes
-
+def test_target_prompts_match_preparation_and_drop_compression(predictor):
+    """The prompts offline prediction builds for a target (``prompt_for`` at the card's rule)
+    are the prepared test prompts for time and type; at Δ = 0 (``compress=False``) the same
+    targets have uncompressed histories within the budget."""
     p, seqs = predictor
     ets = p.renderer.event_tokens(seqs, p.count_image_tokens)
-    rows: dict[str, list[dict]] = {}
+    compressed = 0
     for seq, et in zip(seqs, ets, strict=True):  # as prepare builds the test rows
         for target in (len(seq) // 2, len(seq) - 1):
-            examples = p.renderer.examples(et, target, ["time", "type", "text"], p.delta,
-                                           p.budget, p.direction)  # fmt: skip
+            examples = p.renderer.examples(
+                et, target, ["time", "type"], p.rule, p.budget, p.direction
+            )
             for task, ex in examples.items():
-                images = [read_bytes(seq.image[i], p.image_root, p.spec) for i in ex.image_events]
-                rows.setdefault(task, []).append({
-                    "seq_id": seq.seq_id, "target": target, "input_ids": ex.input_ids.tolist(),
-                    "prompt_length": ex.prompt_length, "images": images,
-                    "compressed": ex.compressed_events,
-                })  # fmt: skip
-    by_id = {s.seq_id: s for s in seqs}
-    prepared = eval_prompts(p, rows, by_id, compress=True)
-    again = rendered_prompts(p, rows, by_id, p.delta)
-    plain = eval_prompts(p, rows, by_id, compress=False)
-    assert set(rows) == {"time", "type", "text"}
-    for task, task_rows in rows.items():
-        for r, a, b, c in zip(task_rows, prepared[task], again[task], plain[task], strict=True):
-            assert a.input_ids == b.input_ids and a.images == b.images
-            assert b.compressed_events == r["compressed"]
-            assert c.compressed_events == 0 and c.input_ids[-1] == a.input_ids[-1]
-            assert len(c.input_ids) + len(r["input_ids"]) - r["prompt_length"] <= p.budget
-    assert sum(r["compressed"] for r in rows["time"]) > 0  # the ablation changes prompts
+                room = p.budget - SHORT_RESPONSE_ROOM
+                prompt = p.prompt_for(seq, et, target, task, p.rule, room)
+                assert prompt.input_ids == ex.input_ids[: ex.prompt_length].tolist()
+                assert prompt.compressed_events == ex.compressed_events
+                compressed += ex.compressed_events
+                plain = p.prompt_for(seq, et, target, task, p.prompt_rule(False), room)
+                assert plain.compressed_events == 0 and len(plain.input_ids) <= room
+                assert plain.input_ids[-1] == prompt.input_ids[-1]
+    assert compressed > 0  # the ablation changes prompts
 
 
 def test_invalid_time_samples_are_counted_not_dropped_silently(predictor, monkeypatch):
-    from mmtpp.templates import Parsed
+    from mmtpp.parsing import Parsed
 
     p, seqs = predictor
-    drawn = [[Parsed("time", None, "not_finite")] * 3 + [Parsed("time", 2.0), Parsed("time", 4.0)],
-             [Parsed("time", None, "negative")] * 5]  # fmt: skip
+    drawn = [
+        [Parsed("time", None, "not_finite")] * 3 + [Parsed("time", 2.0), Parsed("time", 4.0)],
+        [Parsed("time", None, "negative")] * 5,
+    ]
     monkeypatch.setattr(p, "generate", lambda prompts, task, options: drawn[: len(prompts)])
     prompts = p.prompts(seqs[:2], "time", DecodeOptions())
     mean, none = p.predict_prompts(prompts, ["time"], DecodeOptions(time_mode="mean", samples=5))

@@ -8,17 +8,10 @@ from conftest import make_dataset
 
 from mmtpp.compression import similar_mask
 from mmtpp.config import load_config
-from mmtpp.events import sequences_to_table
-from mmtpp.prepare import (
-    OUTPUT_SCHEMA,
-    PrepareContext,
-    build_tokenizer,
-    process_table,
-    sample_targets,
-    split_of,
-)
-from mmtpp.templates import Parser
-from mmtpp.tokens import TokenIds, load_tokenizer
+from mmtpp.events import sequences_to_table, split_of
+from mmtpp.parsing import Parser
+from mmtpp.shards import OUTPUT_SCHEMA, PrepareContext, process_table, sample_targets
+from mmtpp.tokens import TokenIds, build_tokenizer, load_tokenizer
 from mmtpp.validation import ValidationError
 
 
@@ -32,7 +25,7 @@ def dataset(tmp_path_factory):
 def context(root, tmp_path, **overrides):
     cfg = load_config(overrides=[f"data.{k}={v}" for k, v in overrides.items()])
     texts = ["storm north taxi delay minutes"] * 20
-    build_tokenizer(cfg.data, texts, 4, tmp_path / "tok")
+    build_tokenizer(tmp_path / "tok", texts, 4)
     return PrepareContext(cfg.data, str(tmp_path / "tok"), 4, str(root))
 
 
@@ -93,16 +86,19 @@ def test_stage2_direction_sets_the_prompt_compression(dataset, tmp_path):
     for direction in ("backward", "forward"):
         ctx = context(root, tmp_path / direction, budget=512, stage2_direction=direction)
         out = process_table(table, ctx).to_pylist()
-        prompts[direction] = {(r["seq_id"], r["target"], r["task"]): r for r in out
-                              if r["kind"] == "stage2"}  # fmt: skip
+        prompts[direction] = {
+            (r["seq_id"], r["target"], r["task"]): r for r in out if r["kind"] == "stage2"
+        }
         for r in prompts[direction].values():
             seq = next(s for s in seqs if s.seq_id == r["seq_id"])
             mask = similar_mask(seq.gaps, ctx.data.delta, direction)[r["start"] : r["target"]]
             mask[[0, -1]] = False  # the window's first and last events are kept
             assert r["compressed_events"] == mask.sum()
     assert prompts["backward"].keys() == prompts["forward"].keys()
-    assert any(prompts["backward"][k]["input_ids"] != prompts["forward"][k]["input_ids"]
-               for k in prompts["forward"])  # fmt: skip
+    assert any(
+        prompts["backward"][k]["input_ids"] != prompts["forward"][k]["input_ids"]
+        for k in prompts["forward"]
+    )
 
 
 def test_strict_fails_naming_the_sequence_and_quarantine_keeps_count(dataset, tmp_path):
@@ -126,8 +122,8 @@ def test_run_prepare_end_to_end(ray_local, dataset, tmp_path):
     cfg = load_config(overrides=["data.budget=512", "data.targets_per_sequence=3"])
     first = run_prepare(cfg, root, tmp_path / "a")
     m = first.manifest
-    assert m["sequences_in"] == len(seqs) == m["sequences_out"] + m["sequences_quarantined"]
-    assert sum(m["splits"].values()) == len(seqs)
+    assert m.sequences_in == len(seqs) == m.sequences_out + m.sequences_quarantined
+    assert sum(m.splits.values()) == len(seqs)
     ids_by_split = {}
     for split in ("train", "val", "test"):
         files = sorted((tmp_path / "a" / "stage2" / split).glob("*.parquet"))
@@ -144,7 +140,7 @@ def test_run_prepare_end_to_end(ray_local, dataset, tmp_path):
     assert files_a == files_b and files_a
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
-    assert second.manifest["rows"] == m["rows"]
+    assert second.manifest.rows == m.rows
 
 
 @pytest.mark.ray
@@ -160,13 +156,13 @@ def test_run_prepare_quarantines_and_counts_every_sequence(ray_local, dataset, t
     (tmp_path / "out" / "quarantine.json").write_text("[]")  # an earlier run's
     cfg = load_config(overrides=["data.budget=512", "data.validation=quarantine"])
     m = run_prepare(cfg, tmp_path / "ds", tmp_path / "out").manifest
-    assert (m["sequences_in"], m["sequences_out"], m["sequences_quarantined"]) == (7, 6, 1)
-    assert set(m["quarantine_reasons"]) == {"unsorted"}  # problems per reason
+    assert (m.sequences_in, m.sequences_out, m.sequences_quarantined) == (7, 6, 1)
+    assert set(m.quarantine_reasons) == {"unsorted"}  # problems per reason
     q = json.loads((tmp_path / "out" / "quarantine.json").read_text())
     assert [x["seq_id"] for x in q] == ["s000"] and q[0]["problems"][0]["reason"] == "unsorted"
     clean = load_config(overrides=["data.budget=512"])
     write_dataset(tmp_path / "clean", info, seqs[1:7], rows_per_file=3)
-    assert run_prepare(clean, tmp_path / "clean", tmp_path / "out").manifest["sequences_in"] == 6
+    assert run_prepare(clean, tmp_path / "clean", tmp_path / "out").manifest.sequences_in == 6
     assert not (tmp_path / "out" / "quarantine.json").exists()
 
 
@@ -174,8 +170,7 @@ def test_data_workers_import_neither_torch_nor_transformers():
     import subprocess
     import sys
 
-    code = ("import sys, mmtpp.prepare; "
-            "print(sorted({'torch', 'transformers'} & set(sys.modules)))")  # fmt: skip
+    code = "import sys, mmtpp.prepare; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # they start seconds faster (README, Benchmarks)
 
@@ -184,8 +179,9 @@ def test_generated_datasets_follow_the_source_and_its_settings(tmp_path, monkeyp
     """'synthetic' and 'nycflights' are (re)made under the run whenever what the config
     asks differs from what the directory holds; unchanged, they are reused."""
     import mmtpp.sources.flights as flights
-    from mmtpp.events import DatasetInfo, read_info, read_sequences
-    from mmtpp.prepare import resolve_dataset
+    from mmtpp.events import DatasetInfo, read_info
+    from mmtpp.sources.resolve import resolve_dataset
+    from mmtpp.validation import read_sequences
 
     _, seqs = make_dataset(tmp_path / "src", num_sequences=5)
     calls = []

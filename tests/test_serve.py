@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import NUM_TYPES, make_dataset, png_bytes
+from conftest import NUM_TYPES, card_for, make_dataset, png_bytes
 
 from mmtpp.config import load_config
 from mmtpp.decoding import DecodeOptions
@@ -23,8 +23,8 @@ from mmtpp.model import (
     save_trained,
 )
 from mmtpp.predict import Predictor
-from mmtpp.prepare import PrepareContext, build_tokenizer, process_table
-from mmtpp.tokens import load_tokenizer
+from mmtpp.shards import PrepareContext, process_table
+from mmtpp.tokens import build_tokenizer, load_tokenizer
 
 URL = "http://127.0.0.1:8123"
 TOKEN = "s3cret"
@@ -36,31 +36,38 @@ def model_dir(tmp_path_factory):
     """A tiny model taught the response format in a few dozen plain-torch steps."""
     tmp = tmp_path_factory.mktemp("serve")
     _, seqs = make_dataset(tmp / "ds", num_sequences=8, events=(20, 40))
-    cfg = load_config(overrides=["data.budget=256", "data.targets_per_sequence=8",
-                                 "data.tasks=[time, type]"])  # fmt: skip
-    build_tokenizer(cfg.data, ["storm north delay taxi"] * 50, NUM_TYPES, tmp / "tok")
+    cfg = load_config(
+        overrides=["data.budget=256", "data.targets_per_sequence=8", "data.tasks=[time, type]"]
+    )
+    build_tokenizer(tmp / "tok", ["storm north delay taxi"] * 50, NUM_TYPES)
     tokenizer = load_tokenizer(tmp / "tok")
     ctx = PrepareContext(cfg.data, str(tmp / "tok"), NUM_TYPES, str(tmp / "ds"))
-    rows = [r for r in process_table(sequences_to_table(seqs), ctx).to_pylist()
-            if r["kind"] == "stage2"]  # fmt: skip
+    rows = [
+        r for r in process_table(sequences_to_table(seqs), ctx).to_pylist() if r["kind"] == "stage2"
+    ]
     base = materialize_base(cfg.model, tokenizer, tmp / "base")
     torch.manual_seed(0)
-    model = add_lora(load_base(base, cfg.model, tokenizer), cfg.lora,
-                     added_token_ids(tokenizer, NUM_TYPES))  # fmt: skip
+    model = add_lora(
+        load_base(base, cfg.model, tokenizer), cfg.lora, added_token_ids(tokenizer, NUM_TYPES)
+    )
     spec = ImageSpec()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     rng = np.random.default_rng(0)
     for _ in range(60):
         batch = [rows[i] for i in rng.choice(len(rows), 4)]
-        loss = model(**collate(batch, image_processor(spec), tokenizer.eos_token_id,
-                               model.config.image_token_id, spec)).loss  # fmt: skip
+        loss = model(
+            **collate(
+                batch,
+                image_processor(spec),
+                tokenizer.eos_token_id,
+                model.config.image_token_id,
+                spec,
+            )
+        ).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
-    meta = {"model": cfg.model.model_dump(), "base_path": str(base), "num_types": NUM_TYPES,
-            "type_names": [f"type_{k}" for k in range(NUM_TYPES)], "delta": 0.2, "budget": 256,
-            "stage": 2, "image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}  # fmt: skip
-    return save_trained(model, tokenizer, tmp / "model", meta)
+    return save_trained(model, tokenizer, tmp / "model", card_for(cfg, base, budget=256))
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +78,16 @@ def server(ray_local, model_dir):
 
     serve.start(http_options={"host": "127.0.0.1", "port": 8123})
     # bfloat16: the setting that batches fastest on CPU (benchmarks/bench_serve.py)
-    app = build_app({"model_dir": str(model_dir), "token": TOKEN, "max_batch_size": 8,
-                     "dtype": "bfloat16",
-                     "batch_wait_timeout_s": 0.2, "limits": {"max_events": 50,
-                     "max_image_bytes": 20000, "max_image_pixels": 400 * 400}})  # fmt: skip
+    app = build_app(
+        {
+            "model_dir": str(model_dir),
+            "token": TOKEN,
+            "max_batch_size": 8,
+            "dtype": "bfloat16",
+            "batch_wait_timeout_s": 0.2,
+            "limits": {"max_events": 50, "max_image_bytes": 20000, "max_image_pixels": 400 * 400},
+        }
+    )
     serve.run(app, name="mmtpp", route_prefix="/")
     wait_until_healthy(URL)
     yield model_dir
@@ -109,11 +122,13 @@ def test_prediction_equals_the_library(server):
     r = post(body)
     assert r.status_code == 200, r.text
     got = r.json()
-    seq = EventSequence("x", [e["time"] for e in body["events"]],
-                        [e["type"] for e in body["events"]],
-                        [e["text"] for e in body["events"]],
-                        [base64.b64decode(e["image"]) if e["image"] else None
-                         for e in body["events"]])  # fmt: skip
+    seq = EventSequence(
+        "x",
+        [e["time"] for e in body["events"]],
+        [e["type"] for e in body["events"]],
+        [e["text"] for e in body["events"]],
+        [base64.b64decode(e["image"]) if e["image"] else None for e in body["events"]],
+    )
     want = Predictor(server, dtype="bfloat16").predict([seq], ["time", "type"], DecodeOptions())[0]
     assert got["type"] == want.type and got["invalid"] == want.invalid
     assert got["time"] == pytest.approx(want.time) if want.time is not None else got["time"] is None
@@ -124,7 +139,8 @@ def test_prediction_equals_the_library(server):
     assert info["delta"] == 0.2 and len(info["type_names"]) == NUM_TYPES
     assert info["dtype"] == "bfloat16"
     body_schema = httpx.get(f"{URL}/openapi.json").json()["paths"]["/v1/predict"]["post"][
-        "requestBody"]["content"]["application/json"]["schema"]  # fmt: skip
+        "requestBody"
+    ]["content"]["application/json"]["schema"]
     event = body_schema["properties"]["events"]["items"]  # written in place: no dangling $ref
     assert set(event["properties"]) == {"time", "type", "text", "image"}
     assert body_schema["required"] == ["events"] and "$ref" not in str(body_schema)
@@ -137,21 +153,43 @@ BAD = {
     "unsorted times": ({"events": [{"time": 2.0, "type": 0}, {"time": 1.0, "type": 0}]}, 422),
     "too many events": (history(51, image=False), 413),
     "type out of range": ({"events": [{"time": 0.0, "type": 99}]}, 422),
-    "gap beyond float32": ({"events": [{"time": 0.0, "type": 0}, {"time": 1e39, "type": 0}]},
-                           422),
+    "gap beyond float32": ({"events": [{"time": 0.0, "type": 0}, {"time": 1e39, "type": 0}]}, 422),
     "bad base64": ({"events": [{"time": 0.0, "type": 0, "image": "***not base64***"}]}, 422),
-    "oversize image": ({"events": [{"time": 0.0, "type": 0,
-                        "image": base64.b64encode(png_bytes(400, 400) + b"0" * 30000).decode()}]},
-                       413),
+    "oversize image": (
+        {
+            "events": [
+                {
+                    "time": 0.0,
+                    "type": 0,
+                    "image": base64.b64encode(png_bytes(400, 400) + b"0" * 30000).decode(),
+                }
+            ]
+        },
+        413,
+    ),
     "image url": ({"events": [{"time": 0.0, "type": 0, "image": "https://x.org/a.png"}]}, 422),
-    "truncated image": ({"events": [{"time": 0.0, "type": 0,
-                         "image": base64.b64encode(png_bytes()[:60]).decode()}]}, 422),
-    "too many pixels": ({"events": [{"time": 0.0, "type": 0,
-                         "image": base64.b64encode(png_bytes(2000, 2000)).decode()}]}, 413),
-    "image path without image_root": ({"events": [{"time": 0.0, "type": 0, "image": "a.png"}]},
-                                      422),
+    "truncated image": (
+        {
+            "events": [
+                {"time": 0.0, "type": 0, "image": base64.b64encode(png_bytes()[:60]).decode()}
+            ]
+        },
+        422,
+    ),
+    "too many pixels": (
+        {
+            "events": [
+                {"time": 0.0, "type": 0, "image": base64.b64encode(png_bytes(2000, 2000)).decode()}
+            ]
+        },
+        413,
+    ),
+    "image path without image_root": (
+        {"events": [{"time": 0.0, "type": 0, "image": "a.png"}]},
+        422,
+    ),
     "unknown field": ({"events": [{"time": 0.0, "type": 0, "colour": 1}]}, 422),
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow

@@ -6,20 +6,18 @@ from conftest import NUM_TYPES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmtpp.compression import similar_mask
+from mmtpp.compression import CompressionRule, similar_mask
 from mmtpp.events import EventSequence
-from mmtpp.templates import (
-    IGNORE_INDEX,
-    MALFORMED,
-    NOT_A_TYPE,
-    SHORT_RESPONSE_ROOM,
-    Parser,
-    Renderer,
-)
+from mmtpp.parsing import MALFORMED, NOT_A_TYPE, Parser
+from mmtpp.templates import IGNORE_INDEX, SHORT_RESPONSE_ROOM, Renderer
 from mmtpp.timecodec import WRONG_LENGTH, encode
 from mmtpp.tokens import TokenIds, extend_tokenizer, load_tokenizer
 
 IMAGE_TOKENS = 3
+
+
+def R(delta: float, mode: str = "absolute", keep_type: bool = False) -> CompressionRule:
+    return CompressionRule(mode, delta, keep_type)
 
 
 def renderer_for(tokenizer):
@@ -96,7 +94,7 @@ def test_stage1_documents_cover_the_sequence_within_budget(tiny_tokenizer, delta
     r = renderer_for(tiny_tokenizer)
     seq = long_sequence()
     et = r.event_tokens([seq], lambda ref: IMAGE_TOKENS)[0]
-    docs = r.stage1_documents(et, delta, budget)
+    docs = r.stage1_documents(et, R(delta), budget)
     assert docs[0][0] == 0 and docs[-1][1] == len(seq)
     assert all(a[1] == b[0] for a, b in itertools.pairwise(docs))
     forward = similar_mask(et.gaps, delta, "forward")
@@ -105,14 +103,14 @@ def test_stage1_documents_cover_the_sequence_within_budget(tiny_tokenizer, delta
         assert ids[0] == r.ids.start_of_event  # a window never opens compressed
         assert (ids == r.ids.similar_event).sum() == forward[start + 1 : stop].sum()
     if delta == 0.2 and budget == 300:
-        assert len(docs) < len(r.stage1_documents(et, 0.0, budget))
+        assert len(docs) < len(r.stage1_documents(et, R(0.0), budget))
 
 
 def test_stage1_refuses_an_event_larger_than_the_budget(tiny_tokenizer):
     r = renderer_for(tiny_tokenizer)
     et = r.event_tokens([long_sequence(5)], lambda ref: 50)[0]
     with pytest.raises(ValueError, match="do not fit in a budget of 40"):
-        r.stage1_windows(et, 0.2, 40)
+        r.stage1_windows(et, R(0.2), 40)
 
 
 @pytest.mark.parametrize("task", ["time", "type", "text"])
@@ -124,7 +122,7 @@ def test_stage2_examples(tiny_tokenizer, task, delta):
     et = r.event_tokens([seq], lambda ref: IMAGE_TOKENS)[0]
     budget = 256
     for target in (1, 7, 150, 199):
-        ex = r.example(et, target, task, delta, budget)
+        ex = r.example(et, target, task, R(delta), budget)
         if task == "text" and seq.text[target] is None:
             assert ex is None
             continue
@@ -133,12 +131,15 @@ def test_stage2_examples(tiny_tokenizer, task, delta):
         assert ex.input_ids[ex.prompt_length - 1] == r.ids.task_ids[task]
         # the history ends right before the target, its last event is intact
         _, mask, prompt = r.prompt(
-            et, target, task, delta, budget - ex.labels.size + ex.prompt_length
+            et, target, task, R(delta), budget - ex.labels.size + ex.prompt_length
         )
         assert not mask[-1] and not mask[0]
         assert prompt[-2] == r.ids.end_of_event
-        expected = {"time": np.float32(seq.gaps[target]), "type": seq.type[target],
-                    "text": seq.text[target]}[task]  # fmt: skip
+        expected = {
+            "time": np.float32(seq.gaps[target]),
+            "type": seq.type[target],
+            "text": seq.text[target],
+        }[task]
         parsed = parser.parse(task, ex.input_ids[ex.prompt_length :])
         assert parsed.valid and parsed.value == expected
         # without compression the window is the longest that fits: one more event would not
@@ -158,14 +159,14 @@ def test_only_texts_shown_in_full_are_tokenized(tiny_tokenizer, direction):
     seq = EventSequence("long", base.time, base.type, texts, base.image)
     lazy, eager = r.event_tokens([seq, seq], lambda ref: IMAGE_TOKENS)
     eager.costs()  # every text tokenized up front
-    docs = [r.stage1_documents(et, 0.2, 128, direction) for et in (lazy, eager)]
+    docs = [r.stage1_documents(et, R(0.2), 128, direction) for et in (lazy, eager)]
     # the texts tokenized are exactly those the documents show
     shown = sum(int((ids == r.ids.text_start).sum()) for *_, ids in docs[0])
     tokenized = (lazy.text_lengths >= 0) & lazy.has_text
     assert tokenized.sum() == shown < lazy.has_text.sum()
     outputs = []
     for et, et_docs in zip((lazy, eager), docs, strict=True):
-        examples = [r.examples(et, t, ["time", "text"], 0.2, 128) for t in range(1, 200, 3)]
+        examples = [r.examples(et, t, ["time", "text"], R(0.2), 128) for t in range(1, 200, 3)]
         outputs.append(
             [ids.tolist() for *_, ids in et_docs]
             + [ex.input_ids.tolist() for exs in examples for ex in exs.values()]
@@ -178,28 +179,29 @@ def test_time_and_type_prompts_of_a_target_show_the_same_history(tiny_tokenizer,
     r = renderer_for(tiny_tokenizer)
     et = r.event_tokens([long_sequence()], lambda ref: IMAGE_TOKENS)[0]
     for target in range(1, 200, 7):
-        ex = r.examples(et, target, ["time", "type"], delta, 256)
+        ex = r.examples(et, target, ["time", "type"], R(delta), 256)
         time, type_ = ex["time"], ex["type"]
         assert time.start == type_.start and time.prompt_length == type_.prompt_length
-        assert (time.input_ids[: time.prompt_length - 1]
-                == type_.input_ids[: type_.prompt_length - 1]).all()  # fmt: skip
+        assert (
+            time.input_ids[: time.prompt_length - 1] == type_.input_ids[: type_.prompt_length - 1]
+        ).all()
 
 
 def test_backward_compression_keeps_the_most_recent_event(tiny_tokenizer):
     r = renderer_for(tiny_tokenizer)
     seq = EventSequence("run", np.cumsum([0, 1, 1, 1, 1, 1]), [0, 1, 2, 3, 0, 1])
     et = r.event_tokens([seq])[0]
-    start, mask = r.history_window(et, 6, 0.2, 1000)
+    start, mask = r.history_window(et, 6, R(0.2), 1000)
     assert start == 0 and mask.tolist() == [False, True, True, True, True, False]
-    start, mask = r.history_window(et, 6, 0.2, 11 + 11 + 1)
+    start, mask = r.history_window(et, 6, R(0.2), 11 + 11 + 1)
     # the window opens with a full event: 11 + 1 + 11 = 23 tokens
     assert start == 3 and mask.tolist() == [False, True, False]
     # a forward scan keeps the first event of the run instead
-    start, mask = r.history_window(et, 6, 0.2, 1000, direction="forward")
+    start, mask = r.history_window(et, 6, R(0.2), 1000, direction="forward")
     assert start == 0 and mask.tolist() == [False, False, True, True, True, False]
-    start, mask = r.history_window(et, 6, 0.2, 1000, max_events=4)  # at most 4 events
+    start, mask = r.history_window(et, 6, R(0.2), 1000, max_events=4)  # at most 4 events
     assert start == 2 and mask.tolist() == [False, True, True, False]
-    start, mask = r.history_window(et, 6, 0.2, 11 + 11 + 1, max_events=4)  # the budget binds
+    start, mask = r.history_window(et, 6, R(0.2), 11 + 11 + 1, max_events=4)  # the budget binds
     assert start == 3
 
 
@@ -215,3 +217,29 @@ def test_parser_counts_invalid_outputs(tiny_tokenizer):
     assert p.parse("type", [ids.type_start, ids.type_ids[2]]).value == 2
     assert p.parse("text", [ids.eos]).reason == MALFORMED
     assert p.parse("text", []).reason == MALFORMED
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequences(max_events=20), st.sampled_from(["absolute", "relative", "typed"]))
+def test_every_rule_renders_through_the_templates_and_keep_type_keeps_the_marks(
+    tiny_tokenizer, seq, mode
+):
+    """Windows, prompts and documents follow the rule's mask; with keep_type a compressed
+    event is ``<|similar_event|><|type_k|>`` (two tokens) and the parser reads every
+    event's type back from the rendered history."""
+    from mmtpp.compression import mask
+
+    r = renderer_for(tiny_tokenizer)
+    parser = Parser(tiny_tokenizer, r.ids)
+    et = r.event_tokens([seq], lambda ref: IMAGE_TOKENS)[0]
+    for keep in (False, True):
+        rule = R(0.5, mode, keep)
+        m = mask(rule, seq.gaps, seq.type, "forward")
+        np.testing.assert_array_equal(et.mask(rule, "forward"), m)
+        ids = r.render(et, 0, len(seq), m, keep_type=keep)
+        assert ids.size == np.where(m, 1 + keep, et.costs()).sum()
+        types = parser.history_types(ids)
+        want = [None if (c and not keep) else int(k) for c, k in zip(m, seq.type, strict=True)]
+        assert types == want
+        for _, _, doc in r.stage1_documents(et, rule, 400):
+            assert doc.size <= 400

@@ -88,8 +88,9 @@ def test_extend_refuses_a_non_qwen_tokenizer(tiny_tokenizer, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["trained", "qwen"])
-def test_backend_tokenizer_matches_the_transformers_one(kind, tiny_tokenizer, qwen_tokenizer_dir,
-                                                        tmp_path):  # fmt: skip
+def test_backend_tokenizer_matches_the_transformers_one(
+    kind, tiny_tokenizer, qwen_tokenizer_dir, tmp_path
+):
     if kind == "trained":
         tiny_tokenizer.save_pretrained(tmp_path)
         path = tmp_path

@@ -1,114 +1,12 @@
-import itertools
-import json
 import sys
 
 import pytest
 from conftest import make_dataset
 
+from mmtpp.card import ModelCard
+from mmtpp.compression import CompressionRule
 from mmtpp.config import load_config
-from mmtpp.train import StepHook, deepspeed_config, lr_lambda, next_token_mask, response_loss
-
-
-def test_deepspeed_config_follows_ours():
-    cfg = load_config(overrides=["train.zero_stage=3", "train.offload=true", "model.dtype=bfloat16",
-                                 "train.micro_batch=2", "train.grad_accum=4"])  # fmt: skip
-    ds = deepspeed_config(cfg.train, cfg.model, world_size=8)
-    assert ds["train_batch_size"] == 2 * 4 * 8
-    assert ds["zero_optimization"]["stage"] == 3
-    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
-    assert ds["zero_force_ds_cpu_optimizer"] is False  # our AdamW steps the offloaded states
-    assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
-    cpu = load_config()
-    ds = deepspeed_config(cpu.train, cpu.model, world_size=2)
-    assert ds["zero_optimization"] == {"stage": 2, "reduce_bucket_size": 50_000_000}
-    assert not ds["bf16"]["enabled"]
-    assert ds["gradient_clipping"] == 1.0
-    with pytest.raises(ValueError, match="offload needs zero_stage=3"):
-        load_config(overrides=["train.offload=true"])
-    with pytest.raises(ValueError, match=r"train\.loss_average: Input should be .example. or"):
-        load_config(overrides=["train.loss_average=row"])
-
-
-DEEPSPEED_PROBE = """
-import os, sys, json
-os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1],
-                  RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-import torch, torch.distributed as dist
-dist.init_process_group("gloo", rank=0, world_size=1)
-import deepspeed
-from mmtpp.config import load_config
-from mmtpp.train import backward_and_step, deepspeed_config
-
-def engine(*overrides):
-    cfg = load_config(overrides=["train.micro_batch=1", *overrides])
-    ds = deepspeed_config(cfg.train, cfg.model, world_size=1)
-    for key in ("offload_param", "offload_optimizer"):  # no pinned memory without CUDA
-        ds["zero_optimization"].get(key, {}).pop("pin_memory", None)
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    return deepspeed.initialize(model=model, optimizer=opt, config=ds)[0]
-
-e = engine("train.grad_accum=2")
-x = torch.ones(1, 4)
-stepped = [backward_and_step(e, e(x).pow(2).sum()) for _ in range(4)]
-offloaded = engine("train.zero_stage=3", "train.offload=true")
-backward_and_step(offloaded, offloaded(x).pow(2).sum())
-print(json.dumps({"stepped": stepped, "global_steps": e.global_steps,
-                  "offload_steps": offloaded.global_steps}))
-"""
-
-
-def test_optimizer_steps_are_counted_at_the_accumulation_boundary_and_offload_initializes():
-    """With grad_accum=2 the 2nd and 4th micro-batches complete optimizer steps (DeepSpeed's
-    own count agrees), and ZeRO-3 offload accepts our torch AdamW."""
-    import random
-    import subprocess
-    import sys
-
-    port = str(random.randint(20000, 40000))
-    out = subprocess.run([sys.executable, "-c", DEEPSPEED_PROBE, port], capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"stepped": [False, True, False, True], "global_steps": 2,
-                      "offload_steps": 1}  # fmt: skip
-
-
-def test_response_loss_weighs_every_example_the_same():
-    import torch
-    import torch.nn.functional as F
-
-    torch.manual_seed(0)
-    logits = torch.randn(3, 5, 7)
-    labels = torch.tensor(
-        [
-            [-100, -100, -100, 2, -100],  # one labelled token
-            [-100, 1, 4, 6, 3],  # four
-            [-100, -100, -100, -100, -100],
-        ]
-    )  # none: left out
-    ce = [
-        F.cross_entropy(logits[r, :-1], labels[r, 1:], ignore_index=-100, reduction="none")
-        for r in range(2)
-    ]
-    want = (ce[0][labels[0, 1:] != -100].mean() + ce[1][labels[1, 1:] != -100].mean()) / 2
-    torch.testing.assert_close(response_loss(logits, labels), want)
-    token_mean = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100)
-    torch.testing.assert_close(response_loss(logits, labels, "token"), token_mean)
-    assert not torch.isclose(response_loss(logits, labels), token_mean)
-    # the same from the logits at the kept positions only (what training computes)
-    kept = logits[next_token_mask(labels)]
-    assert kept.shape == (5, 7)
-    torch.testing.assert_close(response_loss(kept, labels), want)
-
-
-def test_lr_schedule_warms_up_then_decays():
-    f = lr_lambda(warmup=4, total=20)
-    values = [f(s) for s in range(25)]
-    assert values[0] == 0.25 and values[3] == 1.0
-    assert all(a >= b for a, b in itertools.pairwise(values[4:]))
-    assert values[20] == pytest.approx(0.1) and values[24] == pytest.approx(0.1)
+from mmtpp.recipe import StepHook
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +22,15 @@ def prepared(tmp_path_factory, ray_local):
 def train_config(tmp, name, *overrides):
     return load_config(
         overrides=[
-            f"output_dir={tmp / name}", "data.budget=384", "train.cpus_per_worker=0.5",
-            "train.log_every=2", "train.warmup_steps=2", "train.micro_batch=4", *overrides,
+            f"output_dir={tmp / name}",
+            "data.budget=384",
+            "train.cpus_per_worker=0.5",
+            "train.log_every=2",
+            "train.warmup_steps=2",
+            "train.micro_batch=4",
+            *overrides,
         ]
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow
@@ -139,16 +42,22 @@ def test_two_stages_on_two_workers_loss_falls_and_merges(prepared):
     from mmtpp.train import run_training
 
     tmp, data = prepared
-    cfg = train_config(tmp, "two_stage", "train.stage1.epochs=3", "train.stage1.lr=2e-3",
-                       "train.stage2.epochs=3", "train.stage2.lr=2e-3")  # fmt: skip
+    cfg = train_config(
+        tmp,
+        "two_stage",
+        "train.stage1.epochs=3",
+        "train.stage1.lr=2e-3",
+        "train.stage2.epochs=3",
+        "train.stage2.lr=2e-3",
+    )
     first = run_training(cfg, 1, data)
     losses = [m["loss"] for m in first.metrics if "loss" in m]
     assert losses[-1] < losses[0] - 0.5, losses
     second = run_training(cfg, 2, data)
     val = [m["val_loss"] for m in second.metrics if "val_loss" in m]
     assert len(val) == 3 and val[-1] < val[0], val
-    meta = json.loads((second.model_dir / "mmtpp_model.json").read_text())
-    assert meta["stage"] == 2 and meta["delta"] == 0.2
+    card = ModelCard.read(second.model_dir)
+    assert card.stage == 2 and card.rule == CompressionRule("absolute", 0.2)
     merged = merge(second.model_dir, tmp / "merged")
     Qwen2_5_VLForConditionalGeneration.from_pretrained(merged)
 
@@ -158,7 +67,7 @@ def test_each_epoch_reads_the_rows_in_a_seeded_order(ray_local):
     seed, another order; always every row once."""
     import ray.data
 
-    from mmtpp.train import shuffle_options
+    from mmtpp.recipe import shuffle_options
 
     def order(seed, epoch, buffer=64):
         overrides = [f"train.seed={seed}", f"train.shuffle_buffer={buffer}"]

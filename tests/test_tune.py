@@ -13,25 +13,46 @@ from mmtpp.tune import format_rows, run_search, sample_trials, trial_config
 
 def test_trial_config_applies_the_sampled_parameters(tmp_path):
     base = load_config().to_dict()
-    params = {"data.delta": 0.5, "lora.r": 4, "train.stage2.lr": 0.003}
+    params = {
+        "data.compression": "relative",
+        "data.delta": 0.5,
+        "lora.r": 4,
+        "train.stage2.lr": 0.003,
+    }
     cfg = trial_config(base, params, str(tmp_path / "t"))
-    assert (cfg.data.delta, cfg.lora.r, cfg.train.stage2.lr) == (0.5, 4, 0.003)
+    assert (cfg.data.compression, cfg.data.delta, cfg.lora.r) == ("relative", 0.5, 4)
+    assert cfg.train.stage2.lr == 0.003
     assert cfg.output_dir == str(tmp_path / "t")
 
 
-def test_trials_are_distinct_seeded_combinations():
-    trials = sample_trials([0.0, 0.2], [4, 8], [1e-4, 3e-3], 6, seed=1)
-    assert len(trials) == 6 == len({tuple(t.values()) for t in trials})
-    assert trials == sample_trials([0.0, 0.2], [4, 8], [1e-4, 3e-3], 6, seed=1)
-    assert sample_trials([0.0, 0.2], [4, 8], [1e-4, 3e-3], 6, seed=2) != trials
-    assert len(sample_trials([0.0], [4, 8], [1e-4], 0, seed=0)) == 2  # 0 = the whole grid
-    assert len(sample_trials([0.0], [4, 8], [1e-4], 9, seed=0)) == 2
+def test_trials_are_distinct_seeded_combinations_of_rules_in_their_own_units():
+    grid = {"absolute": [0.0, 0.2], "relative": [0.5]}
+    trials = sample_trials(grid, [4, 8], [1e-4, 3e-3], 10, seed=1)
+    assert len(trials) == 10 == len({tuple(t.values()) for t in trials})
+    assert trials == sample_trials(grid, [4, 8], [1e-4, 3e-3], 10, seed=1)
+    assert sample_trials(grid, [4, 8], [1e-4, 3e-3], 10, seed=2) != trials
+    rules = {
+        (t["data.compression"], t["data.delta"]) for t in sample_trials(grid, [4], [1e-4], 0, 0)
+    }
+    assert rules == {("absolute", 0.0), ("absolute", 0.2), ("relative", 0.5)}  # 0 = all
+    assert len(sample_trials({"absolute": [0.0]}, [4, 8], [1e-4], 9, seed=0)) == 2
 
 
 def test_results_table():
-    rows = [{"trial": "a", "delta": 0.2, "rank": 8, "lr": 1e-3, "val_loss": 1.5, "epochs": 1,
-             "stopped_early": True, "events_per_row": 40.0}]  # fmt: skip
-    assert "| a | 0.2 | 8 | 0.001 | 1.5000 | 1 | yes | 40.0 |" in format_rows(rows)
+    rows = [
+        {
+            "trial": "a",
+            "mode": "relative",
+            "delta": 0.2,
+            "rank": 8,
+            "lr": 1e-3,
+            "val_loss": 1.5,
+            "epochs": 1,
+            "stopped_early": True,
+            "events_per_row": 40.0,
+        }
+    ]
+    assert "| a | relative Δ=0.2 | 8 | 0.001 | 1.5000 | 1 | yes | 40.0 |" in format_rows(rows)
 
 
 class InterruptAfterFirstTrial(Callback):
@@ -51,13 +72,24 @@ class InterruptAfterFirstTrial(Callback):
 def search(tmp_path_factory, ray_local):
     tmp = tmp_path_factory.mktemp("tune")
     make_dataset(tmp / "ds", num_sequences=16, events=(20, 40))
-    cfg = load_config(overrides=[
-        f"output_dir={tmp / 'run'}", f"data.source={tmp / 'ds'}", "data.budget=256",
-        "data.targets_per_sequence=2", "data.tasks=[type]", "train.cpus_per_worker=0.5",
-        "train.micro_batch=8", "tune.deltas=[0.0, 0.2]", "tune.ranks=[4, 8]",
-        "tune.lrs=[1e-4, 3e-3]", "tune.num_samples=4", "tune.epochs=3",
-        "tune.grace_period=1", "tune.reduction_factor=2",
-    ])  # fmt: skip
+    cfg = load_config(
+        overrides=[
+            f"output_dir={tmp / 'run'}",
+            f"data.source={tmp / 'ds'}",
+            "data.budget=256",
+            "data.targets_per_sequence=2",
+            "data.tasks=[type]",
+            "train.cpus_per_worker=0.5",
+            "train.micro_batch=8",
+            "tune.compression={absolute: [0.0, 0.2]}",
+            "tune.ranks=[4, 8]",
+            "tune.lrs=[1e-4, 3e-3]",
+            "tune.num_samples=4",
+            "tune.epochs=3",
+            "tune.grace_period=1",
+            "tune.reduction_factor=2",
+        ]
+    )
     interrupted = run_search(cfg, callbacks=[InterruptAfterFirstTrial(tmp / "interrupted")])
     resumed = run_search(cfg, resume=True)
     return cfg, interrupted, resumed
@@ -93,8 +125,11 @@ def test_training_from_the_best_config(search):
     from mmtpp.train import run_training
 
     cfg, _, result = search
-    overrides = [f"output_dir={cfg.output_dir}/best", "train.stage2.max_steps=2",
-                 "train.log_every=1"]  # fmt: skip
+    overrides = [
+        f"output_dir={cfg.output_dir}/best",
+        "train.stage2.max_steps=2",
+        "train.log_every=1",
+    ]
     best = load_config(result["best_yaml"], overrides)
     out = run_training(best, 2, prepare_from_config(best).output_dir)
     assert [m["step"] for m in out.metrics if "loss" in m] == [1, 2]

@@ -120,10 +120,13 @@ def _write_table(root, table):
         ({"seq_id": ["a"], "time": [[0.0]], "type": [["a"]]}, "type", "wrong_column_type"),
         ({"seq_id": ["a"], "time": [0.0], "type": [[0]]}, "time", "wrong_column_type"),
         ({"seq_id": [1.5], "time": [[0.0]], "type": [[0]]}, "seq_id", "wrong_column_type"),
-        ({"seq_id": ["a"], "time": [[0.0]], "type": [[0]], "image": [[3]]}, "image",
-         "wrong_column_type"),
+        (
+            {"seq_id": ["a"], "time": [[0.0]], "type": [[0]], "image": [[3]]},
+            "image",
+            "wrong_column_type",
+        ),
     ],
-)  # fmt: skip
+)
 def test_wrong_columns_name_file_and_column(tmp_path, columns, field, reason):
     _write_table(tmp_path, pa.table(columns))
     problems = problems_of(tmp_path, mode="quarantine")  # a bad file fails in any mode
@@ -174,8 +177,9 @@ def test_type_ids_beyond_int32_name_the_file_and_field(bad):
 
     from mmtpp.validation import ValidationError, conform_table
 
-    table = pa.table({"seq_id": ["a"], "time": [[0.0, 1.0]], "type": [[0, bad]],
-                      "text": [[None, None]]})  # fmt: skip
+    table = pa.table(
+        {"seq_id": ["a"], "time": [[0.0, 1.0]], "type": [[0, bad]], "text": [[None, None]]}
+    )
     with pytest.raises(ValidationError, match=r"f\.parquet, field 'type': type ids do not fit"):
         conform_table(table, "f.parquet")
 

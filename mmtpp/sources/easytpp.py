@@ -132,8 +132,9 @@ def _record_sequence(record: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
         if field not in record:
             raise ValueError(f"{where}: field {field!r} is missing")
     times = _float_array(record["time_since_start"], where, "time_since_start")
-    types = [_integer(k, f"{where} event {i}", "type_event")
-             for i, k in enumerate(record["type_event"])]  # fmt: skip
+    types = [
+        _integer(k, f"{where} event {i}", "type_event") for i, k in enumerate(record["type_event"])
+    ]
     if len(types) != times.size:
         raise ValueError(
             f"{where}: fields 'time_since_start' and 'type_event' differ in length "
@@ -205,7 +206,6 @@ def load_easytpp(
         name=path.stem,
         type_names=[f"type_{k}" for k in range(num_types)],
         description=f"imported from the EasyTPP file {path} (split {chosen!r})",
-        source={"format": "easytpp", "path": str(path), "split": chosen,
-                "sequences": len(records)},
-    )  # fmt: skip
+        source={"format": "easytpp", "path": str(path), "split": chosen, "sequences": len(records)},
+    )
     return info, sequences()

@@ -65,16 +65,28 @@ def _texts(f: pd.DataFrame) -> np.ndarray:
     )
     arr = arr.where(f["dep_delay"].notna(), "")  # a cancelled flight has no arrival
     text = (
-        f["carrier"] + " " + f["flight"].astype(str) + " " + f["origin"] + "→" + f["dest"] + ", "
-        + dep + arr + ", " + f["distance"].astype(np.int64).astype(str) + " mi"
-    )  # fmt: skip
+        f["carrier"]
+        + " "
+        + f["flight"].astype(str)
+        + " "
+        + f["origin"]
+        + "→"
+        + f["dest"]
+        + ", "
+        + dep
+        + arr
+        + ", "
+        + f["distance"].astype(np.int64).astype(str)
+        + " mi"
+    )
     return text.to_numpy(dtype=object)
 
 
 def _route_images(f: pd.DataFrame, airports: pd.DataFrame, size: int) -> np.ndarray:
     """The route map of every row (each distinct route rendered once; rows share the bytes)."""
-    coords = dict(zip(airports["faa"], zip(airports["lon"], airports["lat"], strict=True),
-                      strict=True))  # fmt: skip
+    coords = dict(
+        zip(airports["faa"], zip(airports["lon"], airports["lat"], strict=True), strict=True)
+    )
     codes, routes = pd.factorize(pd.MultiIndex.from_arrays([f["origin"], f["dest"]]))
     pngs = np.empty(len(routes), dtype=object)
     for i, (origin, dest) in enumerate(routes):
@@ -145,9 +157,12 @@ def load_nycflights(
         for s, k in enumerate(keep):
             a, b = int(bounds[s]), int(bounds[s + 1])
             yield EventSequence(
-                str(seq_ids[k]), times[a:b], types[a:b], texts[a:b].tolist(),
+                str(seq_ids[k]),
+                times[a:b],
+                types[a:b],
+                texts[a:b].tolist(),
                 pngs[a:b].tolist() if pngs is not None else [],
-            )  # fmt: skip
+            )
 
     source: dict[str, Any] = {
         "format": "nycflights",

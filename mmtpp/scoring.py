@@ -1,0 +1,240 @@
+"""What offline prediction computes for each target, without Ray (design §7).
+
+A target is (sequence, event index i): event i predicted from events < i. ``score_sequences``
+builds each target's prompts exactly as the ``Predictor`` does and returns one row per target
+(``PREDICTION_SCHEMA``): the decoded time, type and text with invalid reasons; the next gap's
+quantiles (``QUANTILE_LEVELS``), mean and, when the truth is known, PIT value and CRPS; the
+type probabilities; the teacher-forced time NLL (a density, nats) and type NLL; and optionally
+the value-of-history curve (time and type NLL with at most L history events, compressed and
+uncompressed). ``offline.PredictionActor`` runs it on Ray Data actors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mmtpp.compression import CompressionRule
+from mmtpp.decoding import DecodeOptions
+from mmtpp.events import EventSequence
+from mmtpp.templates import RESPONSE_LENGTH, SHORT_RESPONSE_ROOM
+from mmtpp.tokens import TASKS
+
+QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("seq_id", pa.string()),
+        ("target", pa.int64()),
+        ("error", pa.string()),  # why the target could not be scored (null: scored)
+        ("history_events", pa.int32()),
+        ("compressed_events", pa.int32()),
+        ("prompt_tokens", pa.int32()),
+        ("pred_gap", pa.float64()),
+        ("time_invalid", pa.string()),
+        ("time_invalid_samples", pa.string()),  # JSON: reason -> samples left out
+        ("gap_quantiles", pa.list_(pa.float64())),  # at QUANTILE_LEVELS
+        ("gap_mean", pa.float64()),  # mean of the byte distribution
+        ("gap_kept_mass", pa.float64()),  # probability the distribution is built from
+        ("pred_type", pa.int32()),
+        ("type_invalid", pa.string()),
+        ("type_probs", pa.list_(pa.float32())),
+        ("pred_text", pa.string()),
+        ("text_invalid", pa.string()),
+        ("true_gap", pa.float64()),
+        ("true_type", pa.int32()),
+        ("true_text", pa.string()),
+        ("time_nll", pa.float64()),  # NaN for a zero gap (a tie)
+        ("type_nll", pa.float64()),
+        ("pit", pa.float64()),
+        ("crps", pa.float64()),
+        # [2 x len(history_lengths)]: compressed first, then uncompressed
+        ("curve_time_nll", pa.list_(pa.float64())),
+        ("curve_type_nll", pa.list_(pa.float64())),
+        ("curve_events", pa.list_(pa.float64())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """What to compute for each target (plain values: it crosses the Ray boundary)."""
+
+    model_dir: str
+    options: DecodeOptions = field(default_factory=DecodeOptions)
+    tasks: tuple[str, ...] = TASKS
+    history_lengths: tuple[int, ...] = ()  # the NLL-vs-history curve (empty: none)
+    # the (seq_id, target) pairs the curve is computed for (empty: every target)
+    curve_targets: frozenset[tuple[str, int]] = frozenset()
+    batch_size: int = 16
+    image_root: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if unknown := set(self.tasks) - set(TASKS):
+            raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
+        if any(n < 1 for n in self.history_lengths):
+            raise ValueError(f"history lengths must be >= 1, got {self.history_lengths}")
+
+
+# --- scoring, without Ray -----------------------------------------------------------------
+
+
+class PredictionRows:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, **values: Any) -> None:
+        self.rows.append(values)
+
+    def table(self) -> pa.Table:
+        columns = {f.name: [r.get(f.name) for r in self.rows] for f in PREDICTION_SCHEMA}
+        return pa.Table.from_pydict(columns, schema=PREDICTION_SCHEMA)
+
+
+def _room(predictor, task: str, options: DecodeOptions) -> int:
+    reserve = SHORT_RESPONSE_ROOM if task in RESPONSE_LENGTH else options.response_length(task)
+    return predictor.budget - reserve
+
+
+def score_sequences(
+    predictor, sequences: Sequence[EventSequence], targets: Sequence[Sequence[int]], request
+) -> pa.Table:
+    """Score ``targets[k]`` (event indices, 1..len) of ``sequences[k]`` (see the module
+    docstring); one output row per target, in order."""
+    options = request.options
+    seen = predictor.seen(sequences)
+    rule = predictor.prompt_rule(options.compress)
+    ets = predictor.renderer.event_tokens(seen, predictor.count_image_tokens)
+    predictor.renderer.tokenize_shown(ets, rule, [predictor.direction])
+    items = [(s, et, int(t)) for s, et, ts in zip(seen, ets, targets, strict=True) for t in ts]
+    rows = PredictionRows()
+    for start in range(0, len(items), request.batch_size):
+        _score_batch(predictor, items[start : start + request.batch_size], rule, request, rows)
+    return rows.table()
+
+
+def _truth(seq: EventSequence, target: int) -> dict[str, Any]:
+    if target >= len(seq):
+        return {}
+    return {
+        "true_gap": float(seq.gaps[target]),
+        "true_type": int(seq.type[target]),
+        "true_text": seq.text[target],
+    }
+
+
+def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
+    options = request.options
+    good, prompts = [], {task: [] for task in ("time", "type", *request.tasks)}
+    for seq, et, target in items:
+        try:
+            built = {
+                task: predictor.prompt_for(
+                    seq, et, target, task, rule, _room(predictor, task, options)
+                )
+                for task in prompts
+            }
+        except ValueError as err:  # e.g. the last event alone exceeds the budget
+            rows.add(seq_id=seq.seq_id, target=target, error=str(err), **_truth(seq, target))
+            continue
+        good.append((seq, et, target))
+        for task, prompt in built.items():
+            prompts[task].append(prompt)
+    if not good:
+        return
+    expected = options.time_mode == "expected"
+    decoded = [t for t in request.tasks if not (t == "time" and expected)]
+    preds = predictor.predict_prompts(prompts["time"], decoded, options, prompts) if decoded else []
+    dist = predictor.gap_distribution(prompts["time"])
+    quantiles = dist.quantiles(QUANTILE_LEVELS)
+    means = dist.mean()
+    type_probs = predictor.type_probabilities(prompts["type"])
+    truths = [_truth(seq, t) for seq, _, t in good]
+    known = np.array([bool(x) for x in truths])
+    gaps = np.array([x.get("true_gap", 1.0) for x in truths])
+    nll_time = np.full(len(good), np.nan)
+    if known.any():
+        known_prompts = [p for p, k in zip(prompts["time"], known, strict=True) if k]
+        nll_time[known] = predictor.time_nll(known_prompts, gaps[known])
+    pit, crps = dist.pit(gaps), dist.crps(gaps)
+    wanted = request.curve_targets
+    chosen = [i for i, (seq, _, t) in enumerate(good) if not wanted or (seq.seq_id, t) in wanted]
+    curves = None
+    if request.history_lengths and chosen:
+        curves = dict(
+            zip(
+                chosen,
+                zip(*_curves(predictor, [good[i] for i in chosen], request, options), strict=True),
+                strict=True,
+            )
+        )
+    for i, ((seq, _, target), truth) in enumerate(zip(good, truths, strict=True)):
+        p = preds[i] if preds else None
+        row: dict[str, Any] = {
+            "seq_id": seq.seq_id,
+            "target": target,
+            "history_events": prompts["time"][i].history_events,
+            "compressed_events": prompts["time"][i].compressed_events,
+            "prompt_tokens": len(prompts["time"][i].input_ids),
+            "gap_quantiles": quantiles[i].tolist(),
+            "gap_mean": float(means[i]),
+            "gap_kept_mass": float(dist.kept_mass[i]),
+            "type_probs": type_probs[i].tolist(),
+            **truth,
+        }
+        if expected:
+            ok = bool(dist.valid[i])
+            row["pred_gap"] = float(means[i]) if ok else None
+            row["time_invalid"] = None if ok else "not_a_byte_token"
+        if p is not None:
+            for task in decoded:
+                row[{"time": "pred_gap", "type": "pred_type", "text": "pred_text"}[task]] = getattr(
+                    p, task
+                )
+                row[f"{task}_invalid"] = p.invalid.get(task)
+            if p.invalid_samples:
+                row["time_invalid_samples"] = json.dumps(p.invalid_samples.get("time", {}))
+        if truth:
+            row["time_nll"] = float(nll_time[i])
+            row["type_nll"] = float(-np.log(max(type_probs[i][truth["true_type"]], 1e-45)))
+            row["pit"], row["crps"] = float(pit[i]), float(crps[i])
+        if curves is not None and i in curves:
+            row["curve_time_nll"], row["curve_type_nll"], row["curve_events"] = (
+                c.tolist() for c in curves[i]
+            )
+        rows.add(**row)
+
+
+def _curves(predictor, good, request, options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[targets, 2·len(L)] time NLL, type NLL and history events with at most L events,
+    compressed (the model's rule) then uncompressed; NaN where the truth is unknown."""
+    lengths = request.history_lengths
+    rules = [predictor.rule, CompressionRule(predictor.rule.mode, 0.0, predictor.rule.keep_type)]
+    n, width = len(good), 2 * len(lengths)
+    time_nll, type_nll, events = (np.full((n, width), np.nan) for _ in range(3))
+    known = [k for k, (seq, _, t) in enumerate(good) if t < len(seq)]
+    if not known:
+        return time_nll, type_nll, events
+    gaps = np.array([good[k][0].gaps[good[k][2]] for k in known])
+    true_types = np.array([good[k][0].type[good[k][2]] for k in known])
+    for j, (rule, length) in enumerate((r, L) for r in rules for L in lengths):
+        for task in ("time", "type"):
+            room = _room(predictor, task, options)
+            prompts = [
+                predictor.prompt_for(good[k][0], good[k][1], good[k][2], task, rule, room, length)
+                for k in known
+            ]
+            if task == "time":
+                time_nll[known, j] = predictor.time_nll(prompts, gaps)
+                events[known, j] = [p.history_events for p in prompts]
+            else:
+                probs = predictor.type_probabilities(prompts)
+                picked = probs[np.arange(len(known)), true_types]
+                type_nll[known, j] = -np.log(np.maximum(picked, 1e-45))
+    return time_nll, type_nll, events

@@ -1,0 +1,93 @@
+"""Offline prediction: the same predictions as the in-process Predictor, errors reported per
+target, and reruns byte-identical (the Ray Data job)."""
+
+import numpy as np
+import pytest
+
+from mmtpp.decoding import DecodeOptions
+from mmtpp.events import EventSequence
+from mmtpp.scoring import QUANTILE_LEVELS, PredictionRequest, score_sequences
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    from mmtpp.predict import Predictor
+
+    model_dir, image_root, seqs = trained
+    return Predictor(model_dir, image_root=image_root), seqs
+
+
+def test_scores_equal_the_in_process_predictor_on_the_same_targets(predictor, trained):
+    p, seqs = predictor
+    options = DecodeOptions(time_mode="greedy", max_text_tokens=4)
+    request = PredictionRequest(str(trained[0]), options, history_lengths=(2, 64))
+    targets = [[10, 15, len(seqs[0])], [12]]
+    table = score_sequences(p, seqs[:2], targets, request).to_pylist()
+    assert [(r["seq_id"], r["target"]) for r in table] == [
+        (seqs[0].seq_id, 10),
+        (seqs[0].seq_id, 15),
+        (seqs[0].seq_id, len(seqs[0])),
+        (seqs[1].seq_id, 12),
+    ]
+    histories = [seqs[0].slice(0, 10), seqs[0].slice(0, 15), seqs[0], seqs[1].slice(0, 12)]
+    direct = p.predict(histories, ["time", "type", "text"], options)
+    for row, want in zip(table, direct, strict=True):
+        assert row["error"] is None
+        assert (row["pred_gap"], row["pred_type"], row["pred_text"]) == (
+            want.time,
+            want.type,
+            want.text,
+        )
+        assert row["time_invalid"] == want.invalid.get("time")
+        assert row["history_events"] == want.history_events
+        assert len(row["gap_quantiles"]) == len(QUANTILE_LEVELS)
+        assert len(row["type_probs"]) == p.num_types
+    known, after_end = table[0], table[2]
+    assert known["true_type"] == seqs[0].type[10] and np.isfinite(known["type_nll"])
+    assert known["type_nll"] == pytest.approx(-np.log(known["type_probs"][known["true_type"]]))
+    assert after_end["true_gap"] is None and after_end["time_nll"] is None  # nothing to score
+    assert len(known["curve_time_nll"]) == 4 and known["curve_events"][0] == 2
+
+
+def test_a_target_that_does_not_fit_gets_an_error_row(predictor, trained):
+    p, seqs = predictor
+    huge = seqs[0].slice(0, 12)
+    huge.text = [*huge.text[:-1], " ".join(["storm"] * 3000)]  # the last event alone: too long
+    request = PredictionRequest(str(trained[0]), DecodeOptions(max_text_tokens=2))
+    table = score_sequences(p, [huge, seqs[1]], [[12], [8]], request).to_pylist()
+    assert "do not fit" in table[0]["error"] or "takes" in table[0]["error"]
+    assert table[0]["pred_gap"] is None and table[1]["error"] is None
+
+
+@pytest.mark.ray
+def test_the_ray_job_is_deterministic_reusable_and_reports_bad_sequences(
+    ray_local, trained, tmp_path
+):
+    from mmtpp.events import read_info, write_dataset
+    from mmtpp.offline import predict_dataset, read_predictions
+    from mmtpp.validation import read_sequences
+
+    model_dir, image_root, _ = trained
+    seqs = read_sequences(image_root)
+    bad = EventSequence("bad", [0.0, 2.0, 1.0], [0, 1, 1])  # unsorted: fails validation
+    write_dataset(tmp_path / "ds", read_info(image_root), [*seqs, bad], rows_per_file=2)
+    request = PredictionRequest(str(model_dir), DecodeOptions(max_text_tokens=2), batch_size=4)
+    targets = {seqs[0].seq_id: [8, 9], seqs[3].seq_id: [10], "bad": [2]}
+    first = predict_dataset(request, tmp_path / "ds", tmp_path / "a", targets, actors=2)
+    rows = read_predictions(first.output_dir).to_pylist()
+    assert sorted((r["seq_id"], r["target"]) for r in rows) == sorted(
+        (s, t) for s, ts in targets.items() for t in ts
+    )  # every target once: scored or an error row, never dropped
+    (bad_row,) = [r for r in rows if r["seq_id"] == "bad"]
+    assert bad_row["error"].startswith("invalid: time")
+    assert first.manifest["errors"] == {"invalid": 1} and first.manifest["targets"] == 4
+    assert predict_dataset(request, tmp_path / "ds", tmp_path / "a", targets).reused
+    second = predict_dataset(request, tmp_path / "ds", tmp_path / "b", targets, actors=1)
+    parts = sorted(f.name for f in first.output_dir.glob("part-*.parquet"))
+    assert parts == sorted(f.name for f in second.output_dir.glob("part-*.parquet"))
+    for name in parts:
+        assert (first.output_dir / name).read_bytes() == (second.output_dir / name).read_bytes()
+    # without targets: the event after each sequence's end
+    after = predict_dataset(request, tmp_path / "ds", tmp_path / "c")
+    ends = {r["seq_id"]: r["target"] for r in read_predictions(after.output_dir).to_pylist()}
+    assert ends == {**{s.seq_id: len(s) for s in seqs}, "bad": 3}
