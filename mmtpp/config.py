@@ -261,6 +261,20 @@ class EvalConfig(DecodeOptions):
         [2, 4, 8, 16, 32, 64, 128], "history lengths (events) of the perplexity curve"
     )
     ppl_targets: int = opt(48, "test targets scored per point of that curve (0 = no curve)", ge=0)
+    forecast_steps: int = opt(10, "events per sampled continuation of a multi-step forecast", ge=1)
+    forecast_samples: int = opt(8, "sampled continuations per forecast target", ge=1)
+    forecast_targets: int = opt(
+        128,
+        "test targets that get a multi-step forecast (0 = none): each costs forecast_samples x "
+        "forecast_steps sampled events",
+        ge=0,
+    )
+    otd_cost: float | None = opt(
+        None,
+        "deletion/insertion cost C of the optimal-transport distance between forecast and "
+        "true events, in the data's time unit (null: the training mean gap)",
+        gt=0,
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

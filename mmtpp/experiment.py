@@ -1,0 +1,243 @@
+"""Experiments: several variants of one config, each over several seeds, reported with 95%
+intervals and paired differences to a reference variant (design §7; ``jobs/experiment.py``).
+
+An experiment file (``jobs/experiments/*.yaml``) names a base config, overrides for every
+run, the seeds, and the variants — named override sets and/or a grid of keys whose values
+are crossed. Every (variant, seed) runs the whole pipeline (``pipeline.run_pipeline``) in its
+own directory, one after the other: each run already fills the cluster with its own Ray Data
+and Ray Train work, prepared data and trained stages are reused by fingerprint, and a run
+whose report exists for the same config is skipped — so an interrupted experiment resumes
+where it stopped. The report pairs each variant with the reference on the same targets
+(same seed: same split and targets), per figure of ``metrics.FIGURES``: the mean over seeds
+with its t-interval (bootstrap over targets with one seed), and the paired difference.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from mmtpp.config import Config, load_config
+from mmtpp.intervals import over_seeds, paired_over_seeds
+from mmtpp.metrics import FIGURES, figure_values
+
+FINISHED = "finished.json"
+
+
+@dataclass
+class Experiment:
+    """A parsed experiment file (see the module docstring)."""
+
+    name: str
+    base: Path
+    output_dir: Path
+    seeds: list[int]
+    variants: dict[str, list[str]]  # name -> overrides
+    reference: str
+    overrides: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=lambda: list(FIGURES))
+
+    @classmethod
+    def load(cls, path: str | Path, extra: list[str] | None = None) -> Experiment:
+        path = Path(path)
+        spec = yaml.safe_load(path.read_text()) or {}
+        known = {
+            "base",
+            "output_dir",
+            "seeds",
+            "variants",
+            "grid",
+            "reference",
+            "overrides",
+            "figures",
+        }
+        if unknown := set(spec) - known:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(known)}")
+        for key in ("base", "output_dir"):
+            if key not in spec:
+                raise ValueError(f"{path}: '{key}' is required")
+        variants = expand(spec.get("variants") or {}, spec.get("grid") or {})
+        if not variants:
+            raise ValueError(f"{path}: no variants (give 'variants' and/or 'grid')")
+        reference = spec.get("reference") or next(iter(variants))
+        if reference not in variants:
+            raise ValueError(f"{path}: reference {reference!r} is not a variant: {list(variants)}")
+        figures = spec.get("figures") or list(FIGURES)
+        if unknown := set(figures) - set(FIGURES):
+            raise ValueError(f"{path}: unknown figures {sorted(unknown)}; valid: {list(FIGURES)}")
+        base = Path(spec["base"])
+        return cls(
+            name=path.stem,
+            base=base if base.is_absolute() else Path.cwd() / base,
+            output_dir=Path(spec["output_dir"]),
+            seeds=[int(s) for s in spec.get("seeds", [0])],
+            variants=variants,
+            reference=reference,
+            overrides=[*spec.get("overrides", []), *(extra or [])],
+            figures=figures,
+        )
+
+    def config(self, variant: str, seed: int) -> Config:
+        """The full config of one run: base ← overrides ← variant ← seed and directory."""
+        out = self.output_dir / variant / f"seed{seed}"
+        overrides = [*self.overrides, *self.variants[variant], f"seed={seed}", f"output_dir={out}"]
+        return load_config(self.base, overrides)
+
+    def runs(self) -> list[tuple[str, int]]:
+        return [(v, s) for v in self.variants for s in self.seeds]
+
+
+def _override(key: str, value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    return f"{key}={text.removesuffix(chr(10) + '...' + chr(10)).strip()}"
+
+
+def expand(variants: dict[str, dict[str, Any]], grid: dict[str, list[Any]]) -> dict[str, list[str]]:
+    """Named variants (each a mapping of keys to values) and the grid's crossed values
+    (each combination a variant named ``key=value,…``) as override lists, in file order."""
+    out: dict[str, list[str]] = {}
+    for name, values in variants.items():
+        out[str(name)] = [_override(k, v) for k, v in (values or {}).items()]
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)) if keys else []:
+        name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, combo, strict=True))
+        out[name] = [_override(k, v) for k, v in zip(keys, combo, strict=True)]
+    return out
+
+
+def run_experiment(exp: Experiment) -> dict[str, Any]:
+    """Run every (variant, seed) not finished yet, then write the report."""
+    from mmtpp.pipeline import run_pipeline
+
+    for i, (variant, seed) in enumerate(exp.runs(), start=1):
+        config = exp.config(variant, seed)
+        done = Path(config.output_dir) / FINISHED
+        stamp = json.dumps(config.to_dict(), sort_keys=True)
+        if done.is_file() and done.read_text() == stamp:
+            print(f"experiment: {variant} seed {seed} already finished, skipping", flush=True)
+            continue
+        print(f"experiment: run {i}/{len(exp.runs())}: {variant} seed {seed}", flush=True)
+        run_pipeline(config)
+        done.write_text(stamp)
+    return report(exp)
+
+
+def _targets(exp: Experiment, variant: str, seed: int) -> pd.DataFrame:
+    path = exp.output_dir / variant / f"seed{seed}" / "report" / "targets.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run {variant} seed {seed} has no evaluation yet")
+    return pd.read_parquet(path).set_index(["seq_id", "target"]).sort_index()
+
+
+def report(exp: Experiment) -> dict[str, Any]:
+    """Per variant and figure: the figure over seeds with its interval, and the paired
+    difference to the reference (on the targets both variants scored)."""
+    frames = {(v, s): _targets(exp, v, s) for v, s in exp.runs()}
+    table: dict[str, Any] = {}
+    for name in exp.figures:
+        fig = FIGURES[name]
+        table[name] = {}
+        for variant in exp.variants:
+            per_seed = [figure_values(name, frames[(variant, s)])[1] for s in exp.seeds]
+            entry: dict[str, Any] = {"value": _interval(over_seeds, per_seed, stat=fig.stat)}
+            if variant != exp.reference:
+                a, b = [], []
+                for s in exp.seeds:
+                    mine, ref = frames[(variant, s)], frames[(exp.reference, s)]
+                    shared = mine.index.intersection(ref.index)
+                    rows = fig.rows(mine.loc[shared]) & fig.rows(ref.loc[shared])
+                    a.append(fig.values(mine.loc[shared][rows]))
+                    b.append(fig.values(ref.loc[shared][rows]))
+                entry["vs_reference"] = _interval(paired_over_seeds, a, b, stat=fig.stat)
+            table[name][variant] = entry
+    result = {
+        "experiment": exp.name,
+        "reference": exp.reference,
+        "seeds": exp.seeds,
+        "variants": exp.variants,
+        "figures": table,
+    }
+    exp.output_dir.mkdir(parents=True, exist_ok=True)
+    (exp.output_dir / "experiment.json").write_text(json.dumps(result, indent=2) + "\n")
+    (exp.output_dir / "experiment.md").write_text(format_report(result) + "\n")
+    plot_report(result, exp.output_dir)
+    return result
+
+
+def _interval(fn, *args, **kwargs) -> dict[str, Any] | None:
+    try:
+        return fn(*args, **kwargs).to_dict()
+    except ValueError:  # fewer than two targets or seeds
+        return None
+
+
+def _cell(ci: dict[str, Any] | None, sign: bool = False) -> str:
+    if ci is None:
+        return "—"
+    fmt = "+.4g" if sign else ".4g"
+    return f"{ci['estimate']:{fmt}} [{ci['low']:.4g}, {ci['high']:.4g}]"
+
+
+def format_report(result: dict[str, Any]) -> str:
+    seeds = result["seeds"]
+    how = "t-interval over seeds" if len(seeds) > 1 else "bootstrap over targets"
+    lines = [
+        f"experiment {result['experiment']}: seeds {seeds}; 95% intervals ({how}); "
+        f"differences paired on the same targets against '{result['reference']}'",
+        "",
+    ]
+    for name, per_variant in result["figures"].items():
+        fig = FIGURES[name]
+        better = "lower" if fig.lower_is_better else "higher"
+        lines += [
+            f"**{fig.label}** ({better} is better)",
+            "",
+            "| variant | value | − reference |",
+            "|---|---|---|",
+        ]
+        for variant, entry in per_variant.items():
+            diff = entry.get("vs_reference")
+            lines.append(
+                f"| {variant} | {_cell(entry['value'])} | "
+                f"{'reference' if variant == result['reference'] else _cell(diff, True)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_report(result: dict[str, Any], out: Path) -> None:
+    """One plot per figure: each variant's value and its paired difference, with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, per_variant in result["figures"].items():
+        variants = list(per_variant)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(variants) + 2))
+        for ax, key, title in (
+            (axes[0], "value", FIGURES[name].label),
+            (axes[1], "vs_reference", f"− {result['reference']}"),
+        ):
+            for y, v in enumerate(variants):
+                ci = per_variant[v].get(key)
+                if ci:
+                    ax.errorbar(
+                        ci["estimate"],
+                        y,
+                        xerr=[[ci["estimate"] - ci["low"]], [ci["high"] - ci["estimate"]]],
+                        fmt="o",
+                        capsize=3,
+                    )
+            ax.set_yticks(range(len(variants)), variants)
+            ax.set_title(title)
+        axes[1].axvline(0, color="k", lw=1)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        plt.close(fig)

@@ -1,0 +1,134 @@
+"""Experiments: the grid expands as written, finished runs are not redone after an
+interruption, and the paired difference of identical variants is exactly zero."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmtpp.experiment import Experiment, report, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_grid_expands_as_written(tmp_path):
+    exp = Experiment.load(
+        write(
+            tmp_path,
+            f"""
+base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
+output_dir: {tmp_path / "out"}
+seeds: [0, 1]
+overrides: [train.stage1.epochs=1]
+reference: compressed
+variants:
+  compressed: {{}}
+  text_only: {{data.modalities: [time, type, text]}}
+grid:
+  data.delta: [0, 0.5]
+  lora.r: [4]
+""",
+        )
+    )
+    assert list(exp.variants) == ["compressed", "text_only", "delta=0,r=4", "delta=0.5,r=4"]
+    assert exp.variants["text_only"] == ["data.modalities=[time, type, text]"]
+    assert exp.variants["delta=0.5,r=4"] == ["data.delta=0.5", "lora.r=4"]
+    assert len(exp.runs()) == 8
+    cfg = exp.config("delta=0.5,r=4", 1)
+    assert (cfg.data.delta, cfg.lora.r, cfg.seed, cfg.train.stage1.epochs) == (0.5, 4, 1, 1)
+    assert cfg.data.seed == cfg.train.seed == cfg.model.seed == 1  # one seed drives all
+    assert cfg.output_dir == str(tmp_path / "out" / "delta=0.5,r=4" / "seed1")
+    with pytest.raises(ValueError, match="reference 'nope' is not a variant"):
+        Experiment.load(
+            write(tmp_path, "base: x.yaml\noutput_dir: o\nreference: nope\nvariants: {a: {}}")
+        )
+    with pytest.raises(ValueError, match="unknown keys"):
+        Experiment.load(write(tmp_path, "base: x\noutput_dir: o\nvariant: {}"))
+
+
+def _fake_targets(rng: np.random.Generator, n: int = 50) -> pd.DataFrame:
+    true_gap = rng.exponential(1.0, n)
+    return pd.DataFrame(
+        {
+            "seq_id": [f"s{i // 5}" for i in range(n)],
+            "target": [i % 5 + 8 for i in range(n)],
+            "pred_gap": true_gap * rng.uniform(0.5, 1.5, n),
+            "true_gap": true_gap,
+            "pred_type": rng.integers(0, 3, n),
+            "true_type": rng.integers(0, 3, n),
+            "time_nll": rng.normal(0.0, 1.0, n),
+            "type_nll": rng.uniform(0.5, 1.5, n),
+            "gap_quantiles": [list(np.sort(rng.exponential(1.0, 5))) for _ in range(n)],
+            "crps": rng.uniform(0, 1, n),
+        }
+    )
+
+
+def test_an_interrupted_experiment_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
+    import mmtpp.pipeline
+
+    exp = Experiment.load(
+        write(
+            tmp_path,
+            f"""
+base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
+output_dir: {tmp_path / "out"}
+seeds: [0, 1]
+variants: {{a: {{}}, b: {{data.delta: 0}}}}
+""",
+        )
+    )
+    calls = []
+
+    def fake_pipeline(config):
+        calls.append((config.output_dir, config.seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user stops the experiment during run 3
+        report_dir = Path(config.output_dir) / "report"
+        report_dir.mkdir(parents=True)
+        _fake_targets(np.random.default_rng(config.seed)).to_parquet(report_dir / "targets.parquet")
+
+    monkeypatch.setattr(mmtpp.pipeline, "run_pipeline", fake_pipeline)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(exp)
+    assert len(calls) == 3
+    result = run_experiment(exp)  # runs 1 and 2 are finished: only 3 and 4 run
+    assert [c[1] for c in calls[3:]] == [0, 1] and len(calls) == 5
+    assert set(result["figures"]["time_nll"]) == {"a", "b"}
+    assert (exp.output_dir / "experiment.md").read_text().startswith("experiment exp")
+    assert (exp.output_dir / "time_nll.png").is_file()
+
+
+def test_paired_difference_of_identical_variants_is_exactly_zero(tmp_path):
+    exp = Experiment.load(
+        write(
+            tmp_path,
+            f"""
+base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
+output_dir: {tmp_path / "out"}
+seeds: [3]
+variants: {{a: {{}}, same: {{}}, other: {{data.delta: 0}}}}
+""",
+        )
+    )
+    frames = {"a": 0, "same": 0, "other": 1}  # 'same' scores the same targets identically
+    for variant, data_seed in frames.items():
+        folder = exp.output_dir / variant / "seed3" / "report"
+        folder.mkdir(parents=True)
+        _fake_targets(np.random.default_rng(data_seed)).to_parquet(folder / "targets.parquet")
+    result = report(exp)
+    for name, per_variant in result["figures"].items():
+        diff = per_variant["same"]["vs_reference"]
+        assert (diff["estimate"], diff["low"], diff["high"]) == (0.0, 0.0, 0.0), name
+        assert (
+            per_variant["other"]["vs_reference"]["high"]
+            > per_variant["other"]["vs_reference"]["low"]
+        )
+    assert result["figures"]["time_rmse"]["a"]["value"]["method"] == "percentile bootstrap"
