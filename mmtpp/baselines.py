@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmtpp.distribution import ExponentialGapDistribution
+from mmtpp.bayes import Oracle
 from mmtpp.events import EventSequence
-from mmtpp.oracle import Oracle
+from mmtpp.reference_distributions import ExponentialGapDistribution
 
 Targets = Sequence[tuple[str, int]]
 

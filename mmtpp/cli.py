@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from mmtpp.compression import CompressionRule, CompressionStats
+from mmtpp.compression import CompressionRule
+from mmtpp.compression_stats import CompressionStats
 from mmtpp.progress import progress_printer, quiet_third_party
 
 
@@ -34,8 +35,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from mmtpp.events import write_dataset
+    from mmtpp.problems import ReadError
+    from mmtpp.quarantine import Quarantine
     from mmtpp.sources.importers import IMPORTERS
-    from mmtpp.validation import Quarantine, ReadError
 
     options = {}
     for pair in args.option or []:
@@ -97,7 +99,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mmtpp.validation import ValidationError, validate_dataset
+    from mmtpp.problems import ValidationError
+    from mmtpp.quarantine import validate_dataset
 
     try:
         report = validate_dataset(
@@ -163,9 +166,10 @@ def _rules(args: argparse.Namespace) -> list[CompressionRule]:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
+    from mmtpp.problems import ValidationError
+    from mmtpp.quarantine import validate_dataset
     from mmtpp.stats import dataset_stats
     from mmtpp.tokens import load_tokenizer
-    from mmtpp.validation import ValidationError, validate_dataset
 
     try:  # statistics of bad data would mislead: the first problem, named, instead
         validate_dataset(args.root, mode="strict")

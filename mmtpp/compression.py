@@ -22,12 +22,13 @@ A compressed event costs one token, or two with ``keep_type`` (``<|similar_event
 the mark sequence survives while time, text and image are dropped). ``calibrate`` finds the Δ of
 a rule that reaches a target (a compressed fraction, or a gain in events per token budget) on
 given sequences, by an exact search over the finite set of distances that can change the mask.
+What a rule does to a whole dataset (tokens, events per budget) is ``mmtpp.compression_stats``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -197,98 +198,6 @@ def events_in_budget(costs: ArrayLike, budget: int) -> int:
     return int(np.searchsorted(np.cumsum(c), budget, side="right"))
 
 
-@dataclass(frozen=True)
-class CompressionStats:
-    """Compression figures for one dataset under one rule (SPEC §4).
-
-    ``events_per_budget`` is the mean, over sequences, of the number of most recent events that
-    fit in ``budget`` tokens with backward compression (the fine-tuning prompt's view), and
-    ``events_per_budget_uncompressed`` the same at Δ = 0. Sequences whose events all fit are
-    counted in ``capped_sequences``: for them the figure is a lower bound.
-    """
-
-    delta: float
-    budget: int
-    num_sequences: int
-    num_events: int
-    compressed_events: int
-    tokens_uncompressed: int
-    tokens_compressed: int
-    tokens_per_event: float
-    tokens_per_event_uncompressed: float
-    compression_ratio: float
-    events_per_budget: float
-    events_per_budget_uncompressed: float
-    capped_sequences: int
-    mode: str = "absolute"
-    keep_type: bool = False
-
-    @property
-    def compressed_fraction(self) -> float:
-        return self.compressed_events / max(self.num_events, 1)
-
-    @property
-    def gain(self) -> float:
-        """Events per budget relative to Δ = 0."""
-        return self.events_per_budget / max(self.events_per_budget_uncompressed, 1e-12)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _as_rule(rule: CompressionRule | float) -> CompressionRule:
-    return rule if isinstance(rule, CompressionRule) else CompressionRule("absolute", rule)
-
-
-def compression_stats(
-    sequences: Iterable[tuple[np.ndarray, ...]],
-    rule: CompressionRule | float,
-    budget: int,
-) -> CompressionStats:
-    """Statistics over ``(gaps, event_costs)`` or ``(gaps, event_costs, types)`` tuples, one
-    per sequence, under ``rule`` (a bare number is the ``absolute`` rule at that Δ; the
-    ``typed`` rule needs the types).
-
-    ``event_costs[i]`` is the number of tokens event i takes when rendered in full.
-    """
-    rule = _as_rule(rule)
-    n_seq = n_events = n_comp = tok_full = tok_comp = capped = 0
-    fit_comp: list[int] = []
-    fit_full: list[int] = []
-    for s, item in enumerate(sequences):
-        gaps, costs = item[0], np.asarray(item[1], dtype=np.int64)
-        types = item[2] if len(item) > 2 else None
-        if rule.needs_types and types is None:
-            raise ValueError(f"sequence {s}: the typed rule needs (gaps, costs, types) tuples")
-        m = mask(rule, gaps, types, "backward", keep_last=True)
-        comp = compressed_costs(costs, m, rule.compressed_tokens)
-        n_seq += 1
-        n_events += costs.size
-        n_comp += int(m.sum())
-        tok_full += int(costs.sum())
-        tok_comp += int(comp.sum())
-        fit_comp.append(events_in_budget(comp, budget))
-        fit_full.append(events_in_budget(costs, budget))
-        capped += int(fit_comp[-1] == costs.size)
-    return CompressionStats(
-        delta=rule.delta,
-        budget=int(budget),
-        num_sequences=n_seq,
-        num_events=n_events,
-        compressed_events=n_comp,
-        tokens_uncompressed=tok_full,
-        tokens_compressed=tok_comp,
-        tokens_per_event=tok_comp / max(n_events, 1),
-        tokens_per_event_uncompressed=tok_full / max(n_events, 1),
-        compression_ratio=tok_full / max(tok_comp, 1),
-        events_per_budget=float(np.mean(fit_comp)) if fit_comp else 0.0,
-        events_per_budget_uncompressed=float(np.mean(fit_full)) if fit_full else 0.0,
-        capped_sequences=capped,
-        mode=rule.mode,
-        keep_type=rule.keep_type,
-    )
-
-
 # --- calibration (``auto``) -------------------------------------------------------------------
 
 
@@ -380,13 +289,44 @@ def calibrate(
     ``reached=False``.
     """
     rule0 = CompressionRule(mode, 0.0, keep_type)  # validates mode and keep_type
-    dists, costs, sizes = [], [], []
+    gain = target.kind == "gain"
+    dists, costs = _distances(mode, sequences, gain, direction, keep_last)
+    keep = [i for i, d in enumerate(dists) if d.size > 0]
+    d_all = np.concatenate([dists[i] for i in keep])
+    finite = d_all[np.isfinite(d_all)]
+    cands, counts = np.unique(finite, return_counts=True)  # sorted distinct distances
+    if gain:
+        kept = [costs[i] for i in keep]
+        measure = _gain_measure(d_all, cands, kept, budget, rule0.compressed_tokens)
+    else:
+        reached_at = np.cumsum(counts) / d_all.size  # fraction when c_0..c_k are compressed
+
+        def measure(k: int) -> float:
+            return float(reached_at[k]) if k >= 0 else 0.0
+
+    best = measure(cands.size - 1)
+    goal = min(target.value, best)
+    k = -1 if goal <= measure(-1) else _first_reaching(measure, cands.size, goal)
+    rule = CompressionRule(mode, _delta_at(cands, k), keep_type)
+    return Calibration(rule, target, measure(k), bool(best >= target.value))
+
+
+def _distances(
+    mode: Mode,
+    sequences: Sequence[tuple[ArrayLike, ...]],
+    gain: bool,
+    direction: Direction,
+    keep_last: bool,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each sequence's ``reference_distances`` and, for a ``gain`` target, its per-event token
+    costs, checked (at least one sequence must have events)."""
+    dists, costs = [], []
     for s, item in enumerate(sequences):
         types = item[2] if len(item) > 2 else None
         if mode == "typed" and types is None:
             raise ValueError(f"sequence {s}: the typed rule needs (gaps, costs, types) tuples")
         d = reference_distances(mode, item[0], types, direction, keep_last)
-        if target.kind == "gain":
+        if gain:
             if item[1] is None:
                 raise ValueError(f"sequence {s}: a gain target needs per-event token costs")
             c = np.asarray(item[1], dtype=np.int64)
@@ -394,54 +334,50 @@ def calibrate(
                 raise ValueError(f"sequence {s}: costs has shape {c.shape}, gaps {d.shape}")
             costs.append(c)
         dists.append(d)
-        sizes.append(d.size)
-    if not dists or sum(sizes) == 0:
+    if not dists or sum(d.size for d in dists) == 0:
         raise ValueError("calibration needs at least one non-empty sequence")
-    keep = [i for i, n in enumerate(sizes) if n > 0]
-    d_all = np.concatenate([dists[i] for i in keep])
-    finite = d_all[np.isfinite(d_all)]
-    cands, counts = np.unique(finite, return_counts=True)  # sorted distinct distances
+    return dists, costs
 
-    def delta_at(k: int) -> float:
-        """The Δ that compresses exactly the distances ≤ c_k (k = −1: none)."""
+
+def _gain_measure(
+    d_all: np.ndarray, cands: np.ndarray, costs: list[np.ndarray], budget: int, small: int
+) -> Callable[[int], float]:
+    """Events per ``budget`` relative to Δ = 0 when the distances ≤ c_k are compressed (each to
+    ``small`` tokens), as a function of k (k = −1: none); ``costs`` of the non-empty
+    sequences, in the order of ``d_all``."""
+    c_all = np.concatenate(costs)
+    bounds = np.concatenate([[0], np.cumsum([c.size for c in costs])])
+    full = _fits(c_all, bounds, budget).mean()
+    if full == 0:
+        raise ValueError(f"no sequence's last event fits in budget={budget} tokens")
+
+    def measure(k: int) -> float:
         if k < 0:
-            return 0.0
-        upper = cands[k + 1] if k + 1 < cands.size else 2 * cands[k] + 1e-12
-        mid = (cands[k] + upper) / 2
-        # neighbouring floats have no midpoint strictly above c_k: take the next float
-        return float(mid if mid > cands[k] else np.nextafter(cands[k], np.inf))
+            return 1.0
+        comp = np.where(d_all <= cands[k], small, c_all)
+        return float(_fits(comp, bounds, budget).mean() / full)
 
-    if target.kind == "fraction":
-        reached_at = np.cumsum(counts) / d_all.size  # fraction when c_0..c_k are compressed
+    return measure
 
-        def measure(k: int) -> float:
-            return float(reached_at[k]) if k >= 0 else 0.0
-    else:
-        c_all = np.concatenate([costs[i] for i in keep])
-        bounds = np.concatenate([[0], np.cumsum([sizes[i] for i in keep])])
-        full = _fits(c_all, bounds, budget).mean()
-        if full == 0:
-            raise ValueError(f"no sequence's last event fits in budget={budget} tokens")
-        small = rule0.compressed_tokens
 
-        def measure(k: int) -> float:
-            if k < 0:
-                return 1.0
-            comp = np.where(d_all <= cands[k], small, c_all)
-            return float(_fits(comp, bounds, budget).mean() / full)
+def _first_reaching(measure: Callable[[int], float], size: int, goal: float) -> int:
+    """The smallest k in 0..size−1 with measure(k) ≥ goal, by bisection (measure is
+    non-decreasing in k and reaches goal at size − 1)."""
+    lo, hi = 0, size - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if measure(mid) >= goal:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
-    best = measure(cands.size - 1)
-    goal = min(target.value, best)
-    if goal <= measure(-1):
-        k = -1
-    else:  # smallest k with measure(k) >= goal; measure is non-decreasing in k
-        lo, hi = 0, cands.size - 1
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if measure(mid) >= goal:
-                hi = mid
-            else:
-                lo = mid + 1
-        k = lo
-    rule = CompressionRule(mode, delta_at(k), keep_type)
-    return Calibration(rule, target, measure(k), bool(best >= target.value))
+
+def _delta_at(cands: np.ndarray, k: int) -> float:
+    """The Δ that compresses exactly the distances ≤ c_k (k = −1: none)."""
+    if k < 0:
+        return 0.0
+    upper = cands[k + 1] if k + 1 < cands.size else 2 * cands[k] + 1e-12
+    mid = (cands[k] + upper) / 2
+    # neighbouring floats have no midpoint strictly above c_k: take the next float
+    return float(mid if mid > cands[k] else np.nextafter(cands[k], np.inf))

@@ -1,4 +1,5 @@
-"""Predictive distributions of the next gap, and how well calibrated they are.
+"""Predictive distributions of the next gap: the interface, and the model's own from its byte
+tokens.
 
 The model writes a gap τ as four byte tokens of a big-endian float32 (``timecodec``). For
 non-negative floats the value order is the lexicographic order of the bytes:
@@ -13,11 +14,11 @@ non-negative floats the value order is the lexicographic order of the bytes:
 byte_distributions``: the top-k first bytes and the full second byte given each) into a
 distribution with a piecewise-uniform density inside each two-byte cell, i.e. a
 piecewise-linear CDF, whose CDF, quantiles, intervals, mean, PIT and CRPS are all exact for that
-distribution. ``descend_quantiles`` reaches float32 resolution for quantiles by walking down
-the byte tree with the model (lexicographic order = value order). ``ExponentialGapDistribution``
-(the Poisson baseline) and ``OracleGapDistribution`` (any object with ``gap_cdf`` and
-``gap_quantiles``, e.g. the true process on synthetic data) offer the same interface, and
-``calibration`` summarises PIT, interval coverage and CRPS over test targets.
+distribution. Beside it: ``mmtpp.quantile_descent`` (quantiles at float32 resolution, walking
+down the byte tree with the model: lexicographic order = value order),
+``mmtpp.reference_distributions`` (the Poisson baseline and the true process on synthetic data,
+with the same ``GapDistribution`` interface) and ``mmtpp.gap_calibration`` (PIT, interval
+coverage and CRPS over test targets).
 
 CRPS(F, y) = ∫ (F(x) − 1{x ≥ y})² dx: the expected absolute error of the distribution minus
 half its spread (E|X − y| − ½ E|X − X'|), in the gap's unit; lower is better, and for a point
@@ -27,21 +28,13 @@ forecast it is the absolute error.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mmtpp.intervals import Interval, bootstrap_ci
-from mmtpp.timecodec import decode
-
 NEGATIVE_FIRST_BYTE = 128  # first bytes >= 128 carry the sign bit
 TOP_FIRST_BYTE = 127  # first byte of the largest exponents; with second byte >= 128: inf/NaN
 CELL_RELATIVE_WIDTH = 1 / 128  # the widest two-byte cell, relative to its lower edge
-CENTRAL_COVERAGES = (0.5, 0.9)
-PIT_BINS = 10
 
 
 def prefix_value(prefix: ArrayLike) -> np.ndarray:
@@ -124,14 +117,16 @@ class GapDistribution(abc.ABC):
         return self.cdf(gaps)
 
 
-def _levels(levels: ArrayLike) -> np.ndarray:
+def check_levels(levels: ArrayLike) -> np.ndarray:
+    """Quantile levels as float64 [L], each checked to lie in [0, 1]."""
     out = np.asarray(levels, dtype=np.float64).reshape(-1)
     if not np.all((out >= 0) & (out <= 1)):
         raise ValueError(f"quantile levels must lie in [0, 1], got {out[(out < 0) | (out > 1)]}")
     return out
 
 
-def _gaps_for(gaps: ArrayLike, rows: int) -> np.ndarray:
+def check_gaps(gaps: ArrayLike, rows: int) -> np.ndarray:
+    """Gaps as float64 [B] (one per row) or [B, M], checked to have ``rows`` rows."""
     y = np.asarray(gaps, dtype=np.float64)
     if y.ndim not in (1, 2) or y.shape[0] != rows:
         raise ValueError(f"gaps must have shape [{rows}] or [{rows}, M], got {y.shape}")
@@ -164,7 +159,7 @@ class PiecewiseLinearCDF(GapDistribution):
         return np.isfinite(self.x).all(axis=1) & np.isfinite(self.F).all(axis=1)
 
     def cdf(self, gaps: ArrayLike) -> np.ndarray:
-        y = _gaps_for(gaps, self.rows)
+        y = check_gaps(gaps, self.rows)
         out = np.full(y.shape, np.nan)
         for r in np.flatnonzero(self.valid):
             # np.interp is exact here: equal knots x carry equal F (the CDF is continuous)
@@ -172,7 +167,7 @@ class PiecewiseLinearCDF(GapDistribution):
         return out
 
     def quantiles(self, levels: ArrayLike) -> np.ndarray:
-        alpha = _levels(levels)
+        alpha = check_levels(levels)
         out = np.full((self.rows, alpha.size), np.nan)
         for r in np.flatnonzero(self.valid):
             x, F = self.x[r], self.F[r]
@@ -190,7 +185,7 @@ class PiecewiseLinearCDF(GapDistribution):
         return (mass * (self.x[:, 1:] + self.x[:, :-1]) / 2).sum(axis=1)
 
     def crps(self, gaps: ArrayLike) -> np.ndarray:
-        y = _gaps_for(gaps, self.rows)
+        y = check_gaps(gaps, self.rows)
         if y.ndim != 1:
             raise ValueError(f"crps takes one true gap per row, got shape {y.shape}")
         x0, x1 = self.x[:, :-1], self.x[:, 1:]
@@ -285,7 +280,8 @@ class ByteGapDistribution(PiecewiseLinearCDF):
 
     def first_byte_support(self) -> np.ndarray:
         """[B, 256] mask of the first bytes this distribution keeps: pass it to
-        ``descend_quantiles`` so that the exact quantiles see the same support."""
+        ``mmtpp.quantile_descent.descend_quantiles`` so that the exact quantiles see the same
+        support."""
         mask = np.zeros((self.first.shape[0], 256), dtype=bool)
         rows = np.nonzero(self.kept_first)[0]
         mask[rows, self.first[self.kept_first]] = True
@@ -318,258 +314,3 @@ def _check_byte_arrays(first: np.ndarray, p_first: np.ndarray, p_second: np.ndar
                 f"byte distribution: {name} at {row} is not a probability "
                 "vector (finite, >= 0, summing to <= 1)"
             )
-
-
-# --- exact quantiles by descending the byte tree ------------------------------------------
-
-
-@dataclass(frozen=True)
-class Descent:
-    """Quantiles [B, L] at float32 resolution (NaN where a path found no valid byte) and the
-    probability excluded at each of the 4 steps along each quantile's path, before
-    renormalising (``excluded`` [B, L, 4])."""
-
-    quantiles: np.ndarray
-    excluded: np.ndarray
-
-
-def descend_quantiles(
-    next_byte_probs: Callable[[np.ndarray], np.ndarray],
-    levels: ArrayLike,
-    batch: int,
-    allowed_first: np.ndarray | None = None,
-) -> Descent:
-    """Exact quantiles of the model's gap distribution, one byte at a time.
-
-    Because lexicographic byte order is value order, the α-quantile lies under the first
-    byte b whose cumulative probability reaches α; the level left inside b,
-    (α − P(< b)) / P(b), is then the quantile level within b's subtree, and so on for the
-    next three bytes. Four steps give the smallest float32 v with F(v) ≥ α.
-
-    ``next_byte_probs(prefixes)`` takes ``prefixes`` [B·L, d] (uint8 byte values; row
-    b·L + l is history b at level l) and returns [B·L, 256]: the probability of each byte
-    token next, over the whole vocabulary. It is called four times, with d = 0, 1, 2, 3, and
-    each call's prefixes extend the previous call's by one column, so a model keeps one
-    KV-cache row per (history, level) and feeds the last column.
-
-    Invalid branches are excluded and the rest renormalised at each step: non-byte tokens
-    (the mass missing from a row), negative first bytes (≥ 128), first bytes outside
-    ``allowed_first`` [B, 256] (e.g. ``ByteGapDistribution.first_byte_support()``), and
-    second bytes ≥ 128 after first byte 127 (inf/NaN). The quantiles are therefore those of
-    the distribution a sampler draws when it masks invalid tokens at every step; they equal
-    the model's distribution conditioned on a valid value whenever the excluded share at a
-    step does not depend on the branch (it differs only through non-byte tokens after
-    a byte, and first byte 127).
-    """
-    alpha = _levels(levels)
-    per = alpha.size
-    n = batch * per
-    u = np.tile(alpha, batch)
-    prefixes = np.zeros((n, 0), dtype=np.uint8)
-    excluded = np.zeros((n, 4))
-    dead = np.zeros(n, dtype=bool)
-    byte = np.arange(256)
-    for depth in range(4):
-        p = np.asarray(next_byte_probs(prefixes), dtype=np.float64)
-        if p.shape != (n, 256) or not np.isfinite(p).all() or (p < 0).any():
-            raise ValueError(
-                f"next_byte_probs at depth {depth} must return {n}x256 "
-                f"probabilities, got shape {p.shape}"
-            )
-        allowed = np.ones((n, 256), dtype=bool)
-        if depth == 0:
-            allowed &= byte < NEGATIVE_FIRST_BYTE
-            if allowed_first is not None:
-                allowed_first = np.asarray(allowed_first, dtype=bool)
-                if allowed_first.shape != (batch, 256):
-                    raise ValueError(
-                        f"allowed_first must be [{batch}, 256], got {allowed_first.shape}"
-                    )
-                allowed &= np.repeat(allowed_first, per, axis=0)
-        elif depth == 1:
-            allowed &= ~((prefixes[:, :1] == TOP_FIRST_BYTE) & (byte >= 128))
-        q = np.where(allowed, p, 0.0)
-        total = q.sum(axis=1)
-        excluded[:, depth] = np.clip(1.0 - total, 0.0, 1.0)
-        dead |= total <= 0
-        q = q / np.where(total > 0, total, 1.0)[:, None]
-        cum = np.cumsum(q, axis=1)
-        positive = q > 0
-        first_pos = positive.argmax(axis=1)
-        last_pos = 255 - positive[:, ::-1].argmax(axis=1)
-        # the first byte whose cumulative probability reaches u, kept among bytes with mass
-        # (u = 0 picks the lowest; rounding may leave cum[-1] a hair under u = 1)
-        pick = (cum < u[:, None]).sum(axis=1)
-        pick = np.clip(pick, first_pos, last_pos)
-        rows = np.arange(n)
-        before = cum[rows, pick] - q[rows, pick]
-        mass = np.where(q[rows, pick] > 0, q[rows, pick], 1.0)
-        u = np.clip((u - before) / mass, 0.0, 1.0)
-        prefixes = np.concatenate([prefixes, pick[:, None].astype(np.uint8)], axis=1)
-    prefixes[dead] = 0  # whatever bytes a dead path picked, it has no value
-    values = decode(prefixes).astype(np.float64)
-    values[dead] = np.nan
-    return Descent(values.reshape(batch, per), excluded.reshape(batch, per, 4))
-
-
-# --- baselines and oracles ----------------------------------------------------------------
-
-
-class ExponentialGapDistribution(GapDistribution):
-    """Exponential gaps with mean ``mean_gap`` [B] (the Poisson baseline at the training mean
-    gap m): F(y) = 1 − e^{−y/m}, q(α) = −m·log(1 − α), and in closed form
-    CRPS(y) = y + 2m·e^{−y/m} − 3m/2."""
-
-    def __init__(self, mean_gap: ArrayLike):
-        self.m = np.asarray(mean_gap, dtype=np.float64).reshape(-1)
-        if not np.all(np.isfinite(self.m) & (self.m > 0)):
-            raise ValueError(
-                f"exponential gap distribution: mean gaps must be > 0, got "
-                f"{self.m[~(np.isfinite(self.m) & (self.m > 0))][:3]}"
-            )
-
-    def cdf(self, gaps: ArrayLike) -> np.ndarray:
-        y = _gaps_for(gaps, self.m.size)
-        m = self.m if y.ndim == 1 else self.m[:, None]
-        return -np.expm1(-np.maximum(y, 0.0) / m)
-
-    def quantiles(self, levels: ArrayLike) -> np.ndarray:
-        return -self.m[:, None] * np.log1p(-_levels(levels))[None, :]
-
-    def mean(self) -> np.ndarray:
-        return self.m.copy()
-
-    def crps(self, gaps: ArrayLike) -> np.ndarray:
-        y = _gaps_for(gaps, self.m.size)
-        if y.ndim != 1:
-            raise ValueError(f"crps takes one true gap per row, got shape {y.shape}")
-        return y + 2 * self.m * np.exp(-y / self.m) - 1.5 * self.m
-
-
-class GapOracle(Protocol):
-    """What ``OracleGapDistribution`` needs, for B histories fixed in advance."""
-
-    def gap_cdf(self, gaps: np.ndarray) -> np.ndarray:
-        """F(y) for gaps [B] or [B, M] → same shape."""
-        ...
-
-    def gap_quantiles(self, levels: np.ndarray) -> np.ndarray:
-        """Quantiles at levels [L] → [B, L]."""
-        ...
-
-
-class OracleGapDistribution(GapDistribution):
-    """Any predictive distribution given by its CDF and quantile function (``GapOracle``),
-    e.g. the true process's on synthetic data: CDF, quantiles, intervals and PIT are the
-    oracle's own; the mean and CRPS are integrals over its quantile function,
-
-        mean = ∫₀¹ q(α) dα,   CRPS(y) = ∫₀¹ 2·(1{y < q(α)} − α)·(q(α) − y) dα,
-
-    by the midpoint rule on ``bins`` cells uniform in s = −log(1 − α) over s ∈ [0, 30]
-    (so they shrink geometrically towards α = 1, where q grows like a log). Against an
-    exponential gap's closed forms the mean is within ~5e-6 and the CRPS within ~5e-5
-    relative (tested; the CRPS error comes from the kink of its integrand at α = F(y)); the
-    tail above α = 1 − e^{−30} (~1e-13 of the mass) is left out.
-    """
-
-    TAIL_S = 30.0
-
-    def __init__(self, oracle: GapOracle, bins: int = 3000):
-        self.oracle = oracle
-        s = np.linspace(0.0, self.TAIL_S, bins + 1)
-        edges = -np.expm1(-s)
-        self._nodes = (edges[1:] + edges[:-1]) / 2
-        self._widths = np.diff(edges)
-        self._grid: np.ndarray | None = None
-
-    def _quantile_grid(self) -> np.ndarray:
-        if self._grid is None:
-            self._grid = np.asarray(self.oracle.gap_quantiles(self._nodes), dtype=np.float64)
-        return self._grid
-
-    def cdf(self, gaps: ArrayLike) -> np.ndarray:
-        return np.asarray(self.oracle.gap_cdf(np.asarray(gaps, dtype=np.float64)), float)
-
-    def quantiles(self, levels: ArrayLike) -> np.ndarray:
-        return np.asarray(self.oracle.gap_quantiles(_levels(levels)), dtype=np.float64)
-
-    def mean(self) -> np.ndarray:
-        return self._quantile_grid() @ self._widths
-
-    def crps(self, gaps: ArrayLike) -> np.ndarray:
-        q = self._quantile_grid()
-        y = _gaps_for(gaps, q.shape[0])
-        pinball = 2 * ((y[:, None] < q) - self._nodes) * (q - y[:, None])
-        return pinball @ self._widths
-
-
-# --- calibration summaries ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How well predictive distributions match the true gaps of ``targets`` targets.
-
-    ``pit_counts``: targets per PIT bin of width 1/bins (flat when calibrated; a U shape
-    means too narrow, a hump too wide, a slope a biased location); ``pit_ks``: the largest
-    gap between the PIT values' empirical CDF and the uniform one. ``coverage[c]``: share of
-    true gaps inside the central c interval (c when calibrated) and ``width[c]`` the mean
-    width of those intervals; ``crps``: the mean CRPS. Coverage and CRPS carry 95% bootstrap
-    intervals over targets (``mmtpp.intervals``).
-    """
-
-    targets: int
-    pit_counts: list[int]
-    pit_ks: float
-    coverage: dict[float, Interval]
-    width: dict[float, float]
-    crps: Interval
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def calibration(
-    pit: ArrayLike,
-    true_gaps: ArrayLike,
-    intervals: Mapping[float, tuple[ArrayLike, ArrayLike]],
-    crps: ArrayLike,
-    bins: int = PIT_BINS,
-    seed: int = 0,
-) -> Calibration:
-    """Calibration of N ≥ 2 targets from per-target arrays: PIT values [N], true gaps [N],
-    central intervals {coverage: (lower [N], upper [N])} and CRPS values [N]. Targets without
-    a valid distribution are counted and left out by the caller: NaN is refused."""
-    pit = np.asarray(pit, dtype=np.float64).reshape(-1)
-    y = np.asarray(true_gaps, dtype=np.float64).reshape(-1)
-    scores = np.asarray(crps, dtype=np.float64).reshape(-1)
-    n = pit.size
-    if y.size != n or scores.size != n:
-        raise ValueError(
-            f"calibration: pit [{n}], true_gaps [{y.size}] and crps [{scores.size}] must have "
-            "one value per target"
-        )
-    if not np.all((pit >= 0) & (pit <= 1)):
-        raise ValueError("calibration: PIT values must lie in [0, 1] (remove invalid rows first)")
-    counts = np.histogram(pit, bins=bins, range=(0.0, 1.0))[0]
-    ordered = np.sort(pit)
-    above = np.arange(1, n + 1) / n - ordered  # ECDF just after each value minus uniform
-    below = ordered - np.arange(n) / n  # uniform minus ECDF just before it
-    ks = float(max(above.max(initial=0.0), below.max(initial=0.0)))
-    coverage, width = {}, {}
-    for c, (low, high) in intervals.items():
-        low = np.asarray(low, dtype=np.float64).reshape(-1)
-        high = np.asarray(high, dtype=np.float64).reshape(-1)
-        if low.size != n or high.size != n:
-            raise ValueError(f"calibration: the {c} interval needs [{n}] lower and upper bounds")
-        inside = ((y >= low) & (y <= high)).astype(float)
-        coverage[float(c)] = bootstrap_ci(inside, seed=seed)
-        width[float(c)] = float(np.mean(high - low))
-    return Calibration(
-        targets=n,
-        pit_counts=counts.tolist(),
-        pit_ks=ks,
-        coverage=coverage,
-        width=width,
-        crps=bootstrap_ci(scores, seed=seed),
-    )

@@ -41,6 +41,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import hyp1f1
 
+from mmtpp.bayes import BayesPredictions, check_history, target_indices
+
 LN2 = math.log(2.0)
 
 
@@ -135,24 +137,13 @@ def simulate(
     ``start``) continue that history instead: the process is Markov in S, so this draws
     from the true conditional law of what follows.
     """
-    if num_events is None and t_end is None:
-        raise ValueError("simulate: give num_events, t_end or both")
-    if num_events is not None and num_events < 0:
-        raise ValueError(f"simulate: num_events must be >= 0, got {num_events}")
-    limit = math.inf if num_events is None else int(num_events)
-    horizon = math.inf if t_end is None else float(t_end)
+    limit, horizon = stopping_rule(num_events, t_end)
     mu, alpha, beta = params.arrays()
     k_types = params.num_types
     mu_l = mu.tolist()
     jumps = (alpha * beta).T.tolist()  # jumps[j][k]: added to S_k by a type-j event
     total_mu = float(mu.sum())
-    state = [0.0] * k_types
-    if excitation is not None:
-        state = [float(v) for v in np.asarray(excitation, dtype=float).reshape(-1)]
-        if len(state) != k_types or not all(math.isfinite(v) and v >= 0 for v in state):
-            raise ValueError(
-                f"simulate: excitation must hold {k_types} finite values >= 0, got {excitation}"
-            )
+    state = initial_excitation(excitation, k_types)
     times: list[float] = []
     types: list[int] = []
     t = float(start)
@@ -188,6 +179,29 @@ def simulate(
     return np.asarray(times, dtype=np.float64), np.asarray(types, dtype=np.int64)
 
 
+def stopping_rule(num_events: int | None, t_end: float | None) -> tuple[float, float]:
+    """(most events, last time) a simulation may reach, inf where not given; one is needed."""
+    if num_events is None and t_end is None:
+        raise ValueError("simulate: give num_events, t_end or both")
+    if num_events is not None and num_events < 0:
+        raise ValueError(f"simulate: num_events must be >= 0, got {num_events}")
+    limit = math.inf if num_events is None else int(num_events)
+    return limit, math.inf if t_end is None else float(t_end)
+
+
+def initial_excitation(excitation: ArrayLike | None, num_types: int) -> list[float]:
+    """S [K] right after the last event of the history a simulation continues, as Python
+    floats (zeros for an empty history); checked to hold K finite values >= 0."""
+    if excitation is None:
+        return [0.0] * num_types
+    state = [float(v) for v in np.asarray(excitation, dtype=float).reshape(-1)]
+    if len(state) != num_types or not all(math.isfinite(v) and v >= 0 for v in state):
+        raise ValueError(
+            f"simulate: excitation must hold {num_types} finite values >= 0, got {excitation}"
+        )
+    return state
+
+
 def excitation_after_events(params: HawkesParams, times: ArrayLike, types: ArrayLike) -> np.ndarray:
     """``S[i]`` [n, K]: excitation right after event i (its own jump included).
 
@@ -207,33 +221,6 @@ def excitation_after_events(params: HawkesParams, times: ArrayLike, types: Array
         state = state * decay[i] + jumps[i]
         out[i] = state
     return out
-
-
-def target_indices(targets: ArrayLike | None, n: int, last: int) -> np.ndarray:
-    """Target event indices as int64 [m], checked to lie in 1..``last`` (default 1..n−1).
-
-    Target i is predicted from events 0..i−1; ``last`` = n allows the event after the
-    history, whose gap and type are not known yet."""
-    if targets is None:
-        return np.arange(1, n, dtype=np.int64)
-    idx = np.asarray(targets)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError(f"targets must be a 1-D array of event indices, got {targets!r}")
-    idx = idx.astype(np.int64)
-    if idx.size and (idx.min() < 1 or idx.max() > last):
-        raise ValueError(
-            f"targets must lie in 1..{last} for a history of {n} events (target i is "
-            f"predicted from events < i), got {idx.min()}..{idx.max()}"
-        )
-    return idx
-
-
-def check_history(history: int | None) -> None:
-    """``history`` (events a predictor sees) must be None (all) or an integer >= 1."""
-    if history is None:
-        return
-    if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 1:
-        raise ValueError(f"history must be None (all events) or an integer >= 1, got {history!r}")
 
 
 def excitation_before(
@@ -286,27 +273,6 @@ def log_likelihood(
     lam = mu[k] + before[np.arange(t.size), k]
     compensator = mu.sum() * t_end + alpha[:, k].sum(axis=0) @ -np.expm1(-beta * (t_end - t))
     return float(np.log(lam).sum() - compensator)
-
-
-@dataclass(frozen=True)
-class BayesPredictions:
-    """Predictions of event i from events < i, for i = 1..n−1 (arrays of length n−1).
-
-    ``nll`` is the joint −log density of the true (gap, type), ``nll_time`` that of the gap
-    alone (−log λ(τ) + Λ(τ)), and ``nll_type`` the cross-entropy −log P(type) of the
-    predicted type distribution (before the gap is known).
-    """
-
-    mean_gap: np.ndarray
-    median_gap: np.ndarray
-    type_probs: np.ndarray  # [n−1, K]
-    nll: np.ndarray
-    nll_time: np.ndarray
-    nll_type: np.ndarray
-
-    @property
-    def most_probable_type(self) -> np.ndarray:
-        return self.type_probs.argmax(axis=1)
 
 
 def predict_next(

@@ -9,14 +9,11 @@ truth is the same structure with one sample. Two views of the error:
   median over samples (it minimises the absolute error; a sample without a k-th event counts
   as "after every other", so the medians never decrease with k), the type the most frequent
   one among the samples that have a k-th event;
-- **as a whole**: the optimal-transport distance (OTD, Mei, Qin & Eisner 2019) between each
-  sampled continuation and the truth on a window [t_last, t_last + horizon], averaged over
-  samples: the cheapest way to turn one marked sequence into the other by moving an event
-  in time (cost |t − t'|, only to an event of the same type) or deleting/inserting it (cost
-  C each). C sets the tolerance: two events more than 2C apart are never paired, one missing
-  or extra event costs C. C = the training mean gap is the recommended choice (an event is
-  worth matching when it is off by less than two typical gaps); OTD grows with C and the
-  window, so compare forecasters at the same C and horizon only.
+- **as a whole**: the optimal-transport distance (``mmtpp.otd``: moving an event costs
+  |t − t'|, deleting or inserting one C) between each sampled continuation and the truth on a
+  window [t_last, t_last + horizon], averaged over samples. C = the training mean gap is the
+  recommended choice (an event is worth matching when it is off by less than two typical
+  gaps); OTD grows with C and the window, so compare forecasters at the same C and horizon.
 
 Baselines with the same output: a Poisson process at the training rate with types drawn at
 their training frequencies (seeded), and "repeat the last gap and type".
@@ -33,6 +30,7 @@ from numpy.typing import ArrayLike
 
 from mmtpp.events import EventSequence
 from mmtpp.intervals import bootstrap_ci
+from mmtpp.otd import otd
 
 NO_TYPE = -1  # type of a padding slot after a continuation's last event
 
@@ -187,58 +185,6 @@ def truth_after(
         types = np.pad(out.types, ((0, 0), (0, 0), (0, pad)), constant_values=NO_TYPE)
         out = Continuations(out.start, times, types)
     return out
-
-
-# --- the optimal-transport distance -------------------------------------------------------
-
-
-def _otd_one_type(a: list[float], b: list[float], cost: float) -> float:
-    """OTD between two sorted time lists of one type, by the edit-distance recursion
-    D[i][j] = min(D[i−1][j] + C, D[i][j−1] + C, D[i−1][j−1] + |a_i − b_j|).
-
-    Plain Python: forecasts hold a few events per type, where numpy's per-call cost would
-    dominate (O(n·m) either way)."""
-    previous = [j * cost for j in range(len(b) + 1)]
-    for i, x in enumerate(a, start=1):
-        row = [i * cost]
-        for j, y in enumerate(b, start=1):
-            row.append(min(previous[j - 1] + abs(x - y), previous[j] + cost, row[j - 1] + cost))
-        previous = row
-    return previous[-1]
-
-
-def _by_type(times: np.ndarray, types: np.ndarray) -> dict[int, list[float]]:
-    """Sorted times per type."""
-    out: dict[int, list[float]] = {}
-    for t, k in sorted(zip(times.tolist(), types.tolist(), strict=True)):
-        out.setdefault(k, []).append(t)
-    return out
-
-
-def otd(
-    times_a: ArrayLike,
-    types_a: ArrayLike,
-    times_b: ArrayLike,
-    types_b: ArrayLike,
-    cost: float,
-) -> float:
-    """Optimal-transport distance between two marked event sequences.
-
-    The cheapest edit of one into the other: pair an event with one of the same type at cost
-    |t − t'|, or delete/insert it at ``cost`` C. Types never interact, so it is the sum over
-    types of a one-dimensional problem, and on a line pairs never need to cross (swapping two
-    crossing pairs never costs more), so a dynamic programme over the sorted times is exact.
-    A metric (symmetric, triangle inequality); 0 ≤ OTD ≤ C·(n_a + n_b); one event shifted by
-    d costs min(d, 2C).
-    """
-    if not (np.isfinite(cost) and cost > 0):
-        raise ValueError(f"otd: the deletion/insertion cost must be > 0, got {cost}")
-    ta, tb = np.asarray(times_a, np.float64), np.asarray(times_b, np.float64)
-    ka, kb = np.asarray(types_a, np.int64), np.asarray(types_b, np.int64)
-    if ta.shape != ka.shape or tb.shape != kb.shape:
-        raise ValueError("otd: each sequence needs as many types as times")
-    by_a, by_b = _by_type(ta, ka), _by_type(tb, kb)
-    return float(sum(_otd_one_type(by_a.get(k, []), by_b.get(k, []), cost) for k in {*by_a, *by_b}))
 
 
 # --- per-horizon errors and OTD of forecasts ----------------------------------------------

@@ -1,10 +1,12 @@
 """The exact Bayes-optimal predictor of a synthetic dataset's true process, behind one interface.
 
 A synthetic dataset records its true process in ``dataset.json`` (``info.source``): ``"hawkes"``
-(``mmtpp.hawkes``), ``"regime"`` (``mmtpp.regime``) or ``"profile"`` (``mmtpp.profile``).
-``oracle_from_source`` turns any of them into an ``Oracle``, which answers for one sequence
-(times, types) and target indices — target i is event i predicted from events < i, or from
-only the last ``history`` of them:
+(``mmtpp.hawkes``), ``"regime"`` (``mmtpp.regime``, filtered by ``mmtpp.regime_filter``) or
+``"profile"`` (``mmtpp.profile``, whose posterior is ``mmtpp.profile_posterior``).
+``oracle_from_source`` turns any of them into an ``Oracle`` (the interface, in ``mmtpp.bayes``;
+``oracle_for`` does the same from the parameters), which answers for one sequence (times,
+types) and target indices — target i is event i predicted from events < i, or from only the
+last ``history`` of them:
 
 - ``predictions``: the ``BayesPredictions`` (mean and median gap, type probabilities, time,
   type and joint NLL of the true next event); ``predict_next`` the first three for any target,
@@ -26,120 +28,17 @@ the limit for one that also reads every image's hint).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mmtpp import hawkes, profile, regime
-from mmtpp.hawkes import BayesPredictions, HawkesParams
+from mmtpp import hawkes, profile_posterior, regime, regime_filter
+from mmtpp.bayes import BayesPredictions, ContinuationSamples, Oracle
+from mmtpp.hawkes import HawkesParams
 from mmtpp.profile import ProfileParams
 from mmtpp.regime import RegimeParams
-
-
-@dataclass(frozen=True)
-class ContinuationSamples:
-    """S sampled continuations of one history that ends at ``start``: ``times`` [S, W]
-    (absolute, NaN after a sample's last event), ``types`` [S, W] (int64, −1 there) and
-    ``counts`` [S] events per sample. The padding is ``mmtpp.multistep``'s, so
-    ``multistep.Continuations(start=[s.start], times=s.times[None], types=s.types[None])``
-    holds the same samples."""
-
-    start: float
-    times: np.ndarray
-    types: np.ndarray
-    counts: np.ndarray
-
-    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(times, types) of sample i, without padding."""
-        n = int(self.counts[i])
-        return self.times[i, :n], self.types[i, :n]
-
-
-class Oracle(ABC):
-    """The Bayes-optimal predictor of one known process (see the module docstring)."""
-
-    kind: str
-    num_types: int
-
-    @abstractmethod
-    def predictions(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        targets: ArrayLike | None = None,
-        history: int | None = None,
-    ) -> BayesPredictions:
-        """Predictions of each target i (default every i in 1..n−1) from events < i, or from
-        only the last ``history`` of them."""
-
-    @abstractmethod
-    def predict_next(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        targets: ArrayLike | None = None,
-        history: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mean gap [m], median gap [m], type probabilities [m, K]) of each target, which may
-        include n — the event after the history, whose truth ``predictions`` would need."""
-
-    def predictions_for_histories(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        histories: Sequence[int | None],
-        targets: ArrayLike | None = None,
-    ) -> list[BayesPredictions]:
-        """``predictions`` for each history length in ``histories`` (None: all events), sharing
-        the work that does not depend on it: the value-of-history curve of one sequence."""
-        return [self.predictions(times, types, targets, h) for h in histories]
-
-    @abstractmethod
-    def gap_cdf(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        gaps: ArrayLike | None = None,
-        targets: ArrayLike | None = None,
-        history: int | None = None,
-    ) -> np.ndarray:
-        """P(gap of target i ≤ τ) at ``gaps`` ([m] or [m, G]; default the true gaps, which
-        gives the PIT values [m]). Targets may include n (after the history) when ``gaps`` is
-        given."""
-
-    @abstractmethod
-    def gap_quantiles(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        levels: ArrayLike,
-        targets: ArrayLike | None = None,
-        history: int | None = None,
-    ) -> np.ndarray:
-        """Gaps [m, Q] at quantile ``levels`` [Q] of each target's gap (targets may include
-        n)."""
-
-    @abstractmethod
-    def continuations(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        rng: np.random.Generator,
-        samples: int,
-        steps: int | None = None,
-        until: float | None = None,
-    ) -> ContinuationSamples:
-        """``samples`` draws of what follows the history (all of ``times``/``types``), for
-        ``steps`` events or until the absolute time ``until`` (whichever comes first)."""
-
-    def _true_gaps(self, times: ArrayLike, targets: ArrayLike | None) -> np.ndarray:
-        t = np.asarray(times, dtype=np.float64)
-        idx = hawkes.target_indices(targets, t.size, t.size - 1)
-        return t[idx] - t[idx - 1]
 
 
 class HawkesOracle(Oracle):
@@ -234,7 +133,7 @@ class RegimeOracle(Oracle):
         targets: ArrayLike | None = None,
         history: int | None = None,
     ) -> BayesPredictions:
-        return regime.bayes_predictions(self.params, times, types, history, targets)
+        return regime_filter.bayes_predictions(self.params, times, types, history, targets)
 
     def predict_next(
         self,
@@ -243,7 +142,7 @@ class RegimeOracle(Oracle):
         targets: ArrayLike | None = None,
         history: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ev = regime.next_event(self.params, times, types, targets, history)
+        ev = regime_filter.next_event(self.params, times, types, targets, history)
         return ev.mean_gap(), ev.quantiles([0.5])[:, 0], ev.type_probs()
 
     def predictions_for_histories(
@@ -253,9 +152,10 @@ class RegimeOracle(Oracle):
         histories: Sequence[int | None],
         targets: ArrayLike | None = None,
     ) -> list[BayesPredictions]:
-        run = regime.filter_pass(self.params, times, types)
+        run = regime_filter.filter_pass(self.params, times, types)
         return [
-            regime.bayes_predictions(self.params, times, types, h, targets, run) for h in histories
+            regime_filter.bayes_predictions(self.params, times, types, h, targets, run)
+            for h in histories
         ]
 
     def gap_cdf(
@@ -268,7 +168,7 @@ class RegimeOracle(Oracle):
     ) -> np.ndarray:
         if gaps is None:
             gaps = self._true_gaps(times, targets)
-        return regime.next_event(self.params, times, types, targets, history).cdf(gaps)
+        return regime_filter.next_event(self.params, times, types, targets, history).cdf(gaps)
 
     def gap_quantiles(
         self,
@@ -278,7 +178,9 @@ class RegimeOracle(Oracle):
         targets: ArrayLike | None = None,
         history: int | None = None,
     ) -> np.ndarray:
-        return regime.next_event(self.params, times, types, targets, history).quantiles(levels)
+        return regime_filter.next_event(self.params, times, types, targets, history).quantiles(
+            levels
+        )
 
     def continuations(
         self,
@@ -291,7 +193,7 @@ class RegimeOracle(Oracle):
     ) -> ContinuationSamples:
         t = np.asarray(times, dtype=np.float64)
         if t.size:
-            probs, state = regime.filtered_states(self.params, t, types, [t.size])
+            probs, state = regime_filter.filtered_states(self.params, t, types, [t.size])
             probs, state, start = probs[0], state[0], float(t[-1])
         else:
             probs, state, start = self.params.stationary(), np.zeros(self.num_types), 0.0
@@ -318,7 +220,7 @@ class ProfileOracle(Oracle):
         targets: ArrayLike | None = None,
         history: int | None = None,
     ) -> BayesPredictions:
-        return profile.bayes_predictions(self.params, times, types, history, targets)
+        return profile_posterior.bayes_predictions(self.params, times, types, history, targets)
 
     def image_predictions(
         self,
@@ -330,7 +232,9 @@ class ProfileOracle(Oracle):
     ) -> BayesPredictions:
         """``predictions`` of a perfect reader of the images: it also knows the hint
         ``shown`` [n] of every event's image (``mmtpp.sources.synthetic.sequence_profile``)."""
-        return profile.bayes_predictions(self.params, times, types, history, targets, shown)
+        return profile_posterior.bayes_predictions(
+            self.params, times, types, history, targets, shown
+        )
 
     def image_predictions_for_histories(
         self,
@@ -341,9 +245,9 @@ class ProfileOracle(Oracle):
         targets: ArrayLike | None = None,
     ) -> list[BayesPredictions]:
         """``image_predictions`` for each history length (one tally of the sequence)."""
-        run = profile.tally(self.params, times, types, shown)
+        run = profile_posterior.tally(self.params, times, types, shown)
         return [
-            profile.bayes_predictions(self.params, times, types, h, targets, run=run)
+            profile_posterior.bayes_predictions(self.params, times, types, h, targets, run=run)
             for h in histories
         ]
 
@@ -354,7 +258,7 @@ class ProfileOracle(Oracle):
         targets: ArrayLike | None = None,
         history: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ev = profile.next_event(self.params, times, types, targets, history)
+        ev = profile_posterior.next_event(self.params, times, types, targets, history)
         return ev.mean_gap(), ev.median_gap(), ev.type_probs()
 
     def predictions_for_histories(
@@ -364,9 +268,9 @@ class ProfileOracle(Oracle):
         histories: Sequence[int | None],
         targets: ArrayLike | None = None,
     ) -> list[BayesPredictions]:
-        run = profile.tally(self.params, times, types)
+        run = profile_posterior.tally(self.params, times, types)
         return [
-            profile.bayes_predictions(self.params, times, types, h, targets, run=run)
+            profile_posterior.bayes_predictions(self.params, times, types, h, targets, run=run)
             for h in histories
         ]
 
@@ -380,7 +284,7 @@ class ProfileOracle(Oracle):
     ) -> np.ndarray:
         if gaps is None:
             gaps = self._true_gaps(times, targets)
-        return profile.next_event(self.params, times, types, targets, history).cdf(gaps)
+        return profile_posterior.next_event(self.params, times, types, targets, history).cdf(gaps)
 
     def gap_quantiles(
         self,
@@ -390,7 +294,9 @@ class ProfileOracle(Oracle):
         targets: ArrayLike | None = None,
         history: int | None = None,
     ) -> np.ndarray:
-        return profile.next_event(self.params, times, types, targets, history).quantiles(levels)
+        return profile_posterior.next_event(self.params, times, types, targets, history).quantiles(
+            levels
+        )
 
     def continuations(
         self,
@@ -402,7 +308,9 @@ class ProfileOracle(Oracle):
         until: float | None = None,
     ) -> ContinuationSamples:
         return ContinuationSamples(
-            *profile.sample_continuations(self.params, rng, samples, times, types, steps, until)
+            *profile_posterior.sample_continuations(
+                self.params, rng, samples, times, types, steps, until
+            )
         )
 
 
@@ -417,3 +325,12 @@ def oracle_from_source(source: Mapping[str, Any]) -> Oracle | None:
     if source.get("hawkes"):
         return HawkesOracle(HawkesParams.from_dict(source["hawkes"]))
     return None
+
+
+def oracle_for(params: HawkesParams | RegimeParams | ProfileParams | Oracle) -> Oracle:
+    """The oracle of a process given by its parameters (an oracle is returned as it is)."""
+    if isinstance(params, Oracle):
+        return params
+    if isinstance(params, ProfileParams):
+        return ProfileOracle(params)
+    return RegimeOracle(params) if isinstance(params, RegimeParams) else HawkesOracle(params)

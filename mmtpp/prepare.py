@@ -30,10 +30,11 @@ from mmtpp.config import Config, DataConfig
 from mmtpp.events import SEQUENCES_DIR, read_info, sequence_files, split_of, table_to_sequences
 from mmtpp.images import ImageSpec, image_token_counter
 from mmtpp.prepared import FORMAT_VERSION, KINDS, SPLITS, Manifest, PreparedData
+from mmtpp.problems import ValidationError
 from mmtpp.shards import RowGroupProcessor, duplicate_problem
 from mmtpp.templates import Renderer
 from mmtpp.tokens import TokenIds, build_tokenizer, load_backend
-from mmtpp.validation import ValidationError, conform_table
+from mmtpp.validation import conform_table
 
 PACKAGE = Path(__file__).parent
 CALIBRATION_SEQUENCES = 1000  # training sequences Δ is calibrated on (evenly spaced)

@@ -9,6 +9,7 @@ stack repeats on every call (a run's log would otherwise be mostly copies of the
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -18,13 +19,16 @@ from typing import TextIO
 # Warnings the stack emits on every forward or import, none of them actionable by a user.
 KNOWN_WARNINGS = (
     (FutureWarning, r".*is_gradient_checkpointing.*"),
+    (FutureWarning, r".*all_gather_into_tensor.*"),  # DeepSpeed's ZeRO on torch 2.13
     (FutureWarning, r".*`torch.cuda.amp.*"),
     (UserWarning, r".*TypedStorage is deprecated.*"),
     (DeprecationWarning, r".*"),
 )
 
 
-def interactive(stream: TextIO = sys.stderr) -> bool:
+def interactive(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (default: the current ``sys.stderr``) is a terminal."""
+    stream = sys.stderr if stream is None else stream
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
@@ -58,6 +62,9 @@ def quiet_third_party() -> None:
     for category, message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     if not interactive():
+        # transformers' weight-loading bars (read when transformers is first imported: here
+        # and in the Ray workers this process starts, which inherit the environment)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         try:
             from ray.data import DataContext
         except ImportError:  # the CLI's data commands run without Ray
@@ -65,3 +72,23 @@ def quiet_third_party() -> None:
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.enable_operator_progress_bars = False
+
+
+def say(line: str) -> None:
+    """One line on stdout, written once. Ray Train patches ``print`` in its workers to go
+    through its logger as well, which repeats every line in a job's log."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def quiet_train_worker() -> None:
+    """In a Ray Train worker: the stack's warnings muted, and Train's per-report INFO line
+    (one per ``ray.train.report``, hundreds per run) kept out of the job's log."""
+    import logging
+
+    quiet_third_party()
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray Train version: its lines stay
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -25,6 +26,7 @@ from mmtpp.config import Config, TrainConfig
 from mmtpp.engine import backward_and_step, deepspeed_config, lr_lambda
 from mmtpp.losses import next_token_mask, response_loss
 from mmtpp.prepared import PreparedData
+from mmtpp.progress import quiet_train_worker, say
 
 STATE_FILE = "train_state.json"
 MODEL_SUBDIR = "model"
@@ -104,6 +106,7 @@ class StageRecipe:
         from mmtpp.tokens import load_tokenizer
 
         torch.set_flush_denormal(True)
+        quiet_train_worker()
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         t = self.config.train
@@ -159,10 +162,9 @@ class StageRecipe:
             if rng.is_file():
                 torch.set_rng_state(torch.load(rng))
         if self.rank == 0:
-            print(
+            say(
                 f"[stage {self.stage}] resumed at step {self.state['step']} "
-                f"(epoch {self.state['epoch']})",
-                flush=True,
+                f"(epoch {self.state['epoch']})"
             )
             self.log({"stage": self.stage, "resumed_at_step": self.state["step"]})
 
@@ -263,16 +265,19 @@ class StageRecipe:
         return False
 
     def _progress(self, metrics: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
+        """A progress line with the ETA, about twenty per stage whatever ``log_every`` (the
+        metrics log keeps every logged step)."""
         step = metrics["step"]
+        log_every = self.config.train.log_every
+        every = log_every * max(1, math.ceil(self.total / 20 / log_every))
+        if self.rank != 0 or (step % every and step != self.total):
+            return
         done = step - self.first_step
         eta = (time.perf_counter() - self.started) / max(done, 1) * (self.total - step)
-        print(
+        say(
             f"[stage {self.stage}] step {step}/{self.total} loss {metrics['loss']:.4f} "
             f"lr {metrics['lr']:.2e} {metrics['tokens_per_s']:.0f} tok/s/worker "
-            f"ETA {_duration(eta)}",
-            flush=True,
+            f"ETA {_duration(eta)}"
         )
 
     def validate(self) -> float | None:
@@ -369,9 +374,7 @@ class StageRecipe:
                 self.state["micro_in_epoch"] = 0
             val = self.validate()
             if self.rank == 0:
-                print(
-                    f"[stage {self.stage}] epoch {self.state['epoch']} val_loss {val}", flush=True
-                )
+                say(f"[stage {self.stage}] epoch {self.state['epoch']} val_loss {val}")
             self.save_checkpoint(
                 {
                     "stage": self.stage,

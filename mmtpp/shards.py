@@ -29,9 +29,10 @@ from mmtpp.events import ImageRef, split_of, table_to_sequences
 from mmtpp.eventtokens import EventTokens, need_texts
 from mmtpp.images import ImageSpec, image_token_counter, read_bytes
 from mmtpp.prepared import KINDS, SPLITS
+from mmtpp.problems import Problem, ValidationError
 from mmtpp.templates import Renderer
 from mmtpp.tokens import TokenIds, load_backend
-from mmtpp.validation import Checks, Problem, ValidationError, conform_table, validate_table
+from mmtpp.validation import Checks, conform_table, validate_table
 
 OUTPUT_SCHEMA = pa.schema(
     [

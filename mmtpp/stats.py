@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmtpp.compression import CompressionRule, CompressionStats, compression_stats
+from mmtpp.compression import CompressionRule
+from mmtpp.compression_stats import CompressionStats, compression_stats
 from mmtpp.events import EventSequence, read_info
 from mmtpp.eventtokens import EventTokens
 from mmtpp.images import ImageSpec, image_token_counter

@@ -1,5 +1,5 @@
-"""Predictive gap distributions: the byte distribution, the exact descent, baselines and
-calibration summaries, against hand-computed values and independent formulas."""
+"""Predictive gap distributions: the byte distribution against hand-computed values and
+independent formulas."""
 
 from __future__ import annotations
 
@@ -11,17 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate
 
-from mmtpp.distribution import (
-    ByteGapDistribution,
-    ExponentialGapDistribution,
-    OracleGapDistribution,
-    PiecewiseLinearCDF,
-    calibration,
-    descend_quantiles,
-    first_byte_run,
-    prefix_value,
-)
-from mmtpp.timecodec import decode, encode
+from mmtpp.distribution import ByteGapDistribution, PiecewiseLinearCDF, first_byte_run, prefix_value
+from mmtpp.gap_calibration import calibration
+from mmtpp.timecodec import decode
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -70,22 +62,6 @@ def crps_of_uniform_mixture(lo, hi, w, y) -> float:
     pair = np.abs(mid[:, None] - mid[None, :])
     np.fill_diagonal(pair, (hi - lo) / 3)
     return float(w @ to_y - 0.5 * w @ pair @ w)
-
-
-def exponential_crps_integrand(t: float, mean_gap: float, y: float) -> float:
-    return (-np.expm1(-t / mean_gap) - (t >= y)) ** 2
-
-
-class ExponentialOracle:
-    def __init__(self, mean_gap):
-        self.m = np.asarray(mean_gap, dtype=float)
-
-    def gap_cdf(self, gaps):
-        m = self.m if gaps.ndim == 1 else self.m[:, None]
-        return -np.expm1(-gaps / m)
-
-    def gap_quantiles(self, levels):
-        return -self.m[:, None] * np.log1p(-levels)[None, :]
 
 
 # --- two-byte cells -----------------------------------------------------------------------
@@ -223,202 +199,3 @@ def test_byte_arrays_are_checked():
         ByteGapDistribution(first + 200, p_first, p_second)
     with pytest.raises(ValueError, match="levels must lie in"):
         ByteGapDistribution(first, p_first, p_second).quantiles([1.5])
-
-
-# --- the exact descent --------------------------------------------------------------------
-
-
-class ConstructedModel:
-    """A model whose gap distribution is known exactly: ``values`` (float32) with
-    ``weights``, its byte probabilities produced as softmax logits over a vocabulary of 300
-    tokens (the byte tokens at shuffled ids), with ``junk`` of every step's probability on
-    invalid continuations: non-byte tokens, a negative first byte, inf/NaN after 127."""
-
-    def __init__(self, values, weights, junk=0.1, seed=0, logits=True):
-        self.logits = logits
-        self.words = encode(np.asarray(values, dtype=np.float32))
-        self.weights = np.asarray(weights, dtype=np.float64)
-        self.junk = junk
-        self.byte_ids = np.random.default_rng(seed).permutation(300)[:256]
-        self.calls = []
-
-    def __call__(self, prefixes: np.ndarray) -> np.ndarray:
-        self.calls.append(prefixes.shape[1])
-        depth = prefixes.shape[1]
-        probs = np.zeros((len(prefixes), 300))
-        for r, prefix in enumerate(prefixes):
-            match = (self.words[:, :depth] == prefix).all(axis=1)
-            conditional = np.zeros(256)
-            np.add.at(conditional, self.words[match, depth], self.weights[match])
-            probs[r, self.byte_ids] = (1 - self.junk) * conditional / conditional.sum()
-            if depth == 0:  # half the junk on a negative first byte
-                probs[r, self.byte_ids[0xC1]] += self.junk / 2
-            if depth == 1 and prefix[0] == 0x7F:  # half on inf/NaN
-                probs[r, self.byte_ids[0x80 + 7]] += self.junk / 2
-            non_byte = np.setdiff1d(np.arange(300), self.byte_ids)
-            probs[r, non_byte] += max(1.0 - probs[r].sum(), 0.0) / non_byte.size
-        if not self.logits:
-            return probs[:, self.byte_ids]
-        with np.errstate(divide="ignore"):
-            logits = np.log(probs) + 3.0  # any shift: softmax undoes it; log 0 = -inf
-        soft = np.exp(logits - logits.max(axis=1, keepdims=True))
-        soft /= soft.sum(axis=1, keepdims=True)
-        return soft[:, self.byte_ids]
-
-    def quantile(self, alpha: float) -> np.float32:
-        """The generalised inverse inf{v : F(v) ≥ α} of the known distribution."""
-        values = decode(self.words)
-        order = np.argsort(values)
-        cum = np.cumsum(self.weights[order]) / self.weights.sum()
-        k = min(int(np.searchsorted(cum, alpha, side="left")), values.size - 1)
-        return values[order][k]
-
-
-def test_descent_finds_the_exact_quantiles_of_constructed_logits():
-    values = [1e-3, 0.5, 1.0, 1.5, 3.0, 2.5e3, 3e38]  # 3e38: first byte 0x7F
-    weights = [0.15, 0.1, 0.2, 0.05, 0.3, 0.15, 0.05]
-    model = ConstructedModel(values, weights)
-    levels = [0.0, 0.1, 0.2, 0.4, 0.6, 0.9, 0.99, 1.0]
-    got = descend_quantiles(model, levels, batch=2)
-    assert model.calls == [0, 1, 2, 3]
-    want = [model.quantile(a) if a > 0 else np.float32(1e-3) for a in levels]
-    assert got.quantiles.shape == (2, 8)
-    assert (got.quantiles == np.array(want, dtype=np.float64)).all()
-    assert got.excluded == pytest.approx(np.full((2, 8, 4), 0.1), abs=1e-12)
-
-
-def test_a_level_on_a_cumulative_probability_gives_the_atom_that_reaches_it():
-    """The generalised inverse min{v : F(v) ≥ α}: with dyadic weights the sums are exact."""
-    model = ConstructedModel([1.0, 2.0, 4.0], [0.25, 0.25, 0.5], junk=0.0, logits=False)
-    got = descend_quantiles(model, [0.25, 0.5, 0.5000001, 1.0], batch=1).quantiles[0]
-    assert got.tolist() == [1.0, 2.0, 4.0, 4.0]
-
-
-@given(
-    values=st.lists(
-        st.floats(float(np.float32(1e-30)), float(np.float32(1e30)), width=32),
-        min_size=1,
-        max_size=6,
-        unique=True,
-    ),
-    weights=st.lists(st.floats(0.01, 1.0), min_size=6, max_size=6),
-    alpha=st.floats(0.0, 1.0),
-)
-def test_descent_is_exact_for_any_known_distribution(values, weights, alpha):
-    weights = np.asarray(weights[: len(values)])
-    model = ConstructedModel(values, weights, junk=0.05)
-    # a level within rounding of a cumulative weight sits on a knife's edge: skip it
-    if np.min(np.abs(np.cumsum(weights[np.argsort(values)]) / weights.sum() - alpha)) < 1e-9:
-        return
-    got = descend_quantiles(model, [alpha], batch=1).quantiles[0, 0]
-    want = model.quantile(alpha) if alpha > 0 else np.float32(min(values))
-    assert got == float(want)
-
-
-def test_descent_refines_the_two_byte_quantiles_within_their_cell():
-    """With the last two bytes uniform, the float32 grid in a cell is even, so the descent's
-    quantile is the two-byte distribution's to within 1/65536 of a cell."""
-    rng = np.random.default_rng(3)
-    first, p_first, p_second = random_arrays(rng, 2, 3)
-    p_first = p_first / p_first.sum(axis=1, keepdims=True)
-    p_second = p_second / p_second.sum(axis=2, keepdims=True)
-    dist = ByteGapDistribution(first, p_first, p_second, guard=False)
-
-    def probs(prefixes: np.ndarray) -> np.ndarray:
-        row = np.arange(len(prefixes)) // levels.size
-        out = np.zeros((len(prefixes), 256))
-        if prefixes.shape[1] == 0:
-            out[np.arange(len(prefixes))[:, None], first[row]] = p_first[row]
-        elif prefixes.shape[1] == 1:
-            slot = (first[row] == prefixes[:, :1]).argmax(axis=1)
-            out = p_second[row, slot]
-        else:
-            out[:] = 1 / 256
-        return out
-
-    levels = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
-    exact = descend_quantiles(probs, levels, batch=2).quantiles
-    approx = dist.quantiles(levels)
-    cell = approx * (1 / 128)
-    assert (np.abs(exact - approx) <= cell / 65536 * 1.5 + 1e-12 * approx).all()
-
-
-def test_descent_respects_the_first_byte_support():
-    values = [8.5, 40.0, 1e23]  # first bytes 0x41, 0x42, 0x65
-    model = ConstructedModel(values, [0.5, 0.49, 0.01], junk=0.0)
-    free = descend_quantiles(model, [0.995], batch=1).quantiles[0, 0]
-    allowed = np.zeros((1, 256), dtype=bool)
-    allowed[0, [0x41, 0x42]] = True
-    guarded = descend_quantiles(model, [0.995], batch=1, allowed_first=allowed)
-    assert free == pytest.approx(1e23, rel=1e-7) and guarded.quantiles[0, 0] == 40.0
-    assert guarded.excluded[0, 0, 0] == pytest.approx(0.01)
-
-
-def test_descent_without_any_valid_byte_gives_nan():
-    def only_negative(prefixes):
-        out = np.zeros((len(prefixes), 256))
-        out[:, 0xC0] = 1.0
-        return out
-
-    got = descend_quantiles(only_negative, [0.5], batch=2)
-    assert np.isnan(got.quantiles).all() and got.excluded[:, :, 0] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="next_byte_probs at depth 0 must return 2x256"):
-        descend_quantiles(lambda p: np.ones((1, 256)) / 256, [0.5], batch=2)
-
-
-# --- baselines and oracles ----------------------------------------------------------------
-
-
-def test_exponential_baseline_closed_forms():
-    m = np.array([0.5, 2.0])
-    dist = ExponentialGapDistribution(m)
-    q = dist.quantiles([0.1, 0.5, 0.9])
-    assert dist.cdf(q[:, 1]) == pytest.approx([0.5, 0.5])
-    assert dist.median() == pytest.approx(m * np.log(2))
-    assert q[:, 2] == pytest.approx(m * np.log(10))
-    for y in (0.0, 0.3, 4.0):
-        want = [
-            integrate.quad(
-                exponential_crps_integrand, 0, 60 * s, args=(s, y), points=[y] if y > 0 else None
-            )[0]
-            for s in m
-        ]
-        assert dist.crps(np.full(2, y)) == pytest.approx(want, rel=1e-7)
-    with pytest.raises(ValueError, match="mean gaps must be > 0"):
-        ExponentialGapDistribution([1.0, 0.0])
-
-
-def test_oracle_wrapper_matches_closed_forms():
-    m = np.array([0.3, 1.0, 7.0])
-    oracle = OracleGapDistribution(ExponentialOracle(m))
-    closed = ExponentialGapDistribution(m)
-    y = np.array([0.01, 1.3, 30.0])
-    assert oracle.cdf(y) == pytest.approx(closed.cdf(y), rel=1e-12)
-    assert oracle.quantiles([0.05, 0.95]) == pytest.approx(closed.quantiles([0.05, 0.95]))
-    assert oracle.mean() == pytest.approx(m, rel=1e-5)
-    assert oracle.crps(y) == pytest.approx(closed.crps(y), rel=5e-5)
-    assert oracle.interval(0.9)[1] == pytest.approx(closed.interval(0.9)[1])
-
-
-# --- calibration --------------------------------------------------------------------------
-
-
-def test_calibration_summary_of_a_hand_case():
-    pit = np.array([0.05, 0.15, 0.15, 0.95, 1.0])
-    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    intervals = {0.5: (y - 0.5, y + 0.5), 0.9: (np.zeros(5), np.array([9, 9, 9, 3, 3.0]))}
-    crps = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
-    cal = calibration(pit, y, intervals, crps)
-    assert cal.targets == 5
-    assert cal.pit_counts == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
-    assert cal.coverage[0.5].estimate == 1.0 and cal.coverage[0.9].estimate == 0.6
-    assert cal.width[0.9] == pytest.approx(6.6)
-    assert cal.crps.estimate == pytest.approx(0.3)
-    assert 0.1 <= cal.crps.low < 0.3 < cal.crps.high <= 0.5
-    # the empirical CDF jumps to 0.6 at 0.15: 0.45 above the uniform
-    assert cal.pit_ks == pytest.approx(0.45)
-    assert cal.to_dict()["coverage"][0.9]["estimate"] == 0.6
-    with pytest.raises(ValueError, match="one value per target"):
-        calibration(pit, y[:4], intervals, crps)
-    with pytest.raises(ValueError, match="PIT values must lie in"):
-        calibration(pit + 0.5, y, intervals, crps)

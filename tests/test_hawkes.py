@@ -11,10 +11,12 @@ from mmtpp.hawkes import (
     excitation_before,
     gap_cdf,
     gap_quantiles,
+    initial_excitation,
     log_likelihood,
     median_gap,
     predict_next,
     simulate,
+    stopping_rule,
 )
 
 PARAMS = HawkesParams(mu=[0.3, 0.2], alpha=[[0.3, 0.4], [0.2, 0.1]], beta=2.0)  # ρ = 0.5
@@ -52,6 +54,17 @@ def test_simulation_is_sorted_in_range_and_stops_where_asked():
     a = simulate(PARAMS, np.random.default_rng(7), num_events=100)
     b = simulate(PARAMS, np.random.default_rng(7), num_events=100)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_simulation_limits_and_starting_excitation_are_checked():
+    assert stopping_rule(5, None) == (5, math.inf) and stopping_rule(None, 2.5) == (math.inf, 2.5)
+    with pytest.raises(ValueError, match="num_events must be >= 0"):
+        stopping_rule(-1, None)
+    assert initial_excitation(None, 3) == [0.0, 0.0, 0.0]
+    assert initial_excitation(np.array([1, 2]), 2) == [1.0, 2.0]
+    for bad in ([1.0], [1.0, -1.0], [np.nan, 0.0]):
+        with pytest.raises(ValueError, match="excitation must hold 2 finite values"):
+            simulate(PARAMS, np.random.default_rng(0), num_events=3, excitation=bad)
 
 
 def test_simulation_rate_matches_the_stationary_rate():

@@ -16,6 +16,8 @@ from conftest import png_bytes
 from PIL import Image
 
 from mmtpp.events import write_dataset
+from mmtpp.problems import ReadError
+from mmtpp.quarantine import Quarantine, validate_dataset
 from mmtpp.sources.importers import (
     IMPORTERS,
     load_easytpp,
@@ -23,7 +25,6 @@ from mmtpp.sources.importers import (
     load_nycflights,
     load_table,
 )
-from mmtpp.validation import Quarantine, ReadError, validate_dataset
 
 
 def decodes(data: bytes) -> bool:

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import kstest
 
-from mmtpp import hawkes, profile, regime
+from mmtpp import hawkes, profile, profile_posterior, regime, regime_filter
 from mmtpp.hawkes import HawkesParams
-from mmtpp.oracle import HawkesOracle, ProfileOracle, RegimeOracle, oracle_from_source
+from mmtpp.oracle import HawkesOracle, ProfileOracle, RegimeOracle, oracle_for, oracle_from_source
 from mmtpp.profile import ProfileParams
 from mmtpp.regime import RegimeParams, uniform_switching
 
@@ -57,6 +57,13 @@ def test_oracle_from_source_reads_every_process():
     assert oracle_from_source({"generator": {}}) is None
     with pytest.raises(ValueError, match="unknown"):
         oracle_from_source({"regime": {**REGIME.to_dict(), "extra": 1}})
+
+
+def test_oracle_for_picks_the_process_of_its_parameters():
+    for params, kind in ((HAWKES, HawkesOracle), (REGIME, RegimeOracle), (PROFILE, ProfileOracle)):
+        made = oracle_for(params)
+        assert type(made) is kind and made.params == params
+    assert oracle_for(ORACLES["regime"]) is ORACLES["regime"]
 
 
 def test_one_regime_oracle_equals_the_hawkes_oracle():
@@ -196,7 +203,7 @@ def test_continuations_follow_the_true_law_after_the_history(kind):
                 HAWKES, rng, t_end=times[-1] + 3.0, start=times[-1], excitation=state
             )
         else:
-            probs_z, state = regime.filtered_states(REGIME, times, types, [200])
+            probs_z, state = regime_filter.filtered_states(REGIME, times, types, [200])
             t, _, _ = regime.simulate(
                 REGIME,
                 rng,
@@ -220,7 +227,7 @@ def test_profile_image_predictions_read_the_hints():
     for h, b in zip([None, 3], both, strict=True):
         one = oracle.image_predictions(times, types, shown, history=h)
         np.testing.assert_allclose(b.nll, one.nll)
-        want = profile.bayes_predictions(PROFILE, times, types, h, shown=shown)
+        want = profile_posterior.bayes_predictions(PROFILE, times, types, h, shown=shown)
         np.testing.assert_allclose(one.type_probs, want.type_probs)
         blind = oracle.predictions(times, types, history=h)
         np.testing.assert_allclose(one.nll_time, blind.nll_time)  # the hints are about types

@@ -10,9 +10,9 @@ from mmtpp.compression import similar_mask
 from mmtpp.config import load_config
 from mmtpp.events import sequences_to_table, split_of
 from mmtpp.parsing import Parser
+from mmtpp.problems import ValidationError
 from mmtpp.shards import OUTPUT_SCHEMA, PrepareContext, process_table, sample_targets
 from mmtpp.tokens import TokenIds, build_tokenizer, load_tokenizer
-from mmtpp.validation import ValidationError
 
 
 @pytest.fixture(scope="module")

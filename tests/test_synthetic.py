@@ -5,25 +5,19 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_city_alerts import marker_centre
 
-from mmtpp import profile, regime
-from mmtpp.compression import compression_stats, gaps_from_times
+from mmtpp import profile, regime, regime_filter
 from mmtpp.events import iter_tables, read_info, table_to_sequences
-from mmtpp.hawkes import HawkesParams, bayes_predictions, simulate
+from mmtpp.hawkes import HawkesParams
 from mmtpp.oracle import ProfileOracle, RegimeOracle, oracle_from_source
 from mmtpp.profile import ProfileParams
+from mmtpp.quarantine import validate_dataset
 from mmtpp.regime import RegimeParams
+from mmtpp.sources.city_alerts import HINT_BACKGROUNDS, REGIME_BACKGROUNDS, TYPE_COLOURS, ZONES
 from mmtpp.sources.synthetic import (
-    HINT_BACKGROUNDS,
     HISTORY_LENGTHS,
-    REGIME_BACKGROUNDS,
-    TYPE_COLOURS,
-    ZONES,
     SynthConfig,
-    default_hawkes,
-    default_profile,
-    default_regime,
-    draw_map,
     generate,
     generate_one,
     sequence_profile,
@@ -31,7 +25,7 @@ from mmtpp.sources.synthetic import (
     simulate_sequence,
     synthesize,
 )
-from mmtpp.validation import validate_dataset
+from mmtpp.sources.synthetic_processes import default_hawkes, default_profile, default_regime
 
 SMALL = {"num_sequences": 4, "events_per_sequence": (20, 40)}
 
@@ -59,25 +53,6 @@ def test_generation_is_seeded_and_order_independent():
     bare = generate_one(SynthConfig(**SMALL, seed=1, text=False, images=False), 3)
     assert np.array_equal(bare.time, a[3].time) and np.array_equal(bare.type, a[3].type)
     assert bare.text == [None] * len(bare) and not bare.has_images
-
-
-def marker_centre(png: bytes, colour) -> np.ndarray:
-    """(x, y) centroid of the pixels close to the marker colour."""
-    im = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    hits = np.argwhere(np.abs(im - np.array(colour)).sum(axis=2) < 60)
-    assert hits.size, "no marker pixels"
-    return hits.mean(axis=0)[::-1]
-
-
-@pytest.mark.parametrize("size", [56, 90])
-def test_images_decode_and_the_marker_sits_in_the_zone(size):
-    for zone in range(len(ZONES)):
-        for type_id in range(4):
-            png = draw_map(zone, type_id, size, (1, -1))
-            image = Image.open(io.BytesIO(png))
-            assert image.size == (size, size) and len(png) < 1000
-            x, y = marker_centre(png, TYPE_COLOURS[type_id])
-            assert int(x // (size / 3)) == zone % 3 and int(y // (size / 3)) == zone // 3
 
 
 def test_text_and_image_of_an_event_show_the_same_zone_and_type():
@@ -133,27 +108,6 @@ def test_synthesize_round_trips_through_parquet(tmp_path, storage):
     assert bayes["bayes"]["accuracy"] > bayes["majority"]["accuracy"]
     assert bayes["bayes"]["nll"] < bayes["poisson"]["nll"]
     assert "regime_known" not in bayes and len(bayes["value_of_history"]) == 10
-
-
-def test_default_process_is_bursty_predictable_and_compressible():
-    p = default_hawkes()
-    times, types = simulate(p, np.random.default_rng(5), num_events=20_000)
-    b = bayes_predictions(p, times, types)
-    accuracy = np.mean(b.most_probable_type == types[1:])
-    majority = np.bincount(types).max() / types.size
-    assert 0.5 < accuracy < 0.75 and majority < 0.4 and accuracy > majority + 0.2
-    gaps = np.diff(times)
-    assert np.mean(np.abs(np.diff(gaps)) < 0.2) > 0.6  # most neighbouring gaps nearly equal
-    # events per 4096 tokens at ~30 tokens/event, long sequences so nothing fits whole
-    seqs = [simulate(p, np.random.default_rng(i), num_events=2000)[0] for i in range(10)]
-    fit = {
-        delta: compression_stats(
-            ((gaps_from_times(t), np.full(t.size, 30)) for t in seqs), delta, 4096
-        )
-        for delta in (0.0, 0.2)
-    }
-    assert fit[0.2].capped_sequences == 0
-    assert fit[0.2].events_per_budget >= 2.5 * fit[0.0].events_per_budget
 
 
 def test_config_checks():
@@ -257,7 +211,7 @@ def test_default_regime_process_rewards_long_history_and_compresses():
         preds = oracle.predictions_for_histories(times, types, (None, 14))
         for h, b in zip((None, 14), preds, strict=True):
             acc[h].append(b.most_probable_type == types[1:])
-        known.append(regime.known_regime_predictions(cfg.regime, times, types, true).nll)
+        known.append(regime_filter.known_regime_predictions(cfg.regime, times, types, true).nll)
         gaps = np.diff(times)
         compressible.append(np.abs(np.diff(gaps)) < 0.2)
     full, short = np.mean(np.concatenate(acc[None])), np.mean(np.concatenate(acc[14]))

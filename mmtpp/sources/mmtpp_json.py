@@ -31,7 +31,8 @@ import numpy as np
 
 from mmtpp.events import DatasetInfo, EventSequence, ImageRef
 from mmtpp.images import ImageError, as_trusted_root, resolve_path
-from mmtpp.validation import Problem, Quarantine, ReadError
+from mmtpp.problems import Problem, ReadError
+from mmtpp.quarantine import Quarantine
 
 # (seq_id, events, file they came from); the events are parsed JSON, still unchecked, or the
 # error that kept the file from being parsed.
