@@ -326,7 +326,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a trained model on the prepared test split (on the connected Ray cluster);
     writes ``targets.parquet``, ``results.json``, ``results.md`` and plots to ``out_dir``."""
-    from mmtpp.report import events_per_budget, format_table, plot
+    from mmtpp.image_evidence import image_evidence
+    from mmtpp.report import card_renderer, events_per_budget, format_table, plot
 
     e = e or EvalConfig()
     out = Path(out_dir)
@@ -337,6 +338,10 @@ def evaluate(
     frame.to_parquet(out / TARGETS_FILE, index=False)
     results = results_of(frame, context, e)
     results["events_per_budget"] = events_per_budget(inputs, context)
+    card, renderer, counter = card_renderer(inputs)
+    results["image_evidence"] = image_evidence(
+        context["info"], card, renderer, counter, context["sequences"], context["targets"]
+    )
     results["config"] = config or inputs.prepared.manifest().config
     results["decode"] = e.decode_only().model_dump()
     results["versions"] = _versions()

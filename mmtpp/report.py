@@ -12,9 +12,9 @@ import pandas as pd
 from mmtpp.stats import grid_rules, rule_stats
 
 
-def events_per_budget(inputs, context: dict[str, Any]) -> list[dict[str, Any]]:
-    """Events that fit in the model's budget on the test sequences under every compression
-    rule (each mode on its grid of Δ) and the model's own, tokenized as the model sees them."""
+def card_renderer(inputs):
+    """The model's card, a renderer with its tokenizer, and an image-token counter for the
+    dataset: prompts exactly as the model sees them, without loading the model."""
     from mmtpp.card import ModelCard
     from mmtpp.images import ImageSpec, image_token_counter
     from mmtpp.templates import Renderer
@@ -25,6 +25,13 @@ def events_per_budget(inputs, context: dict[str, Any]) -> list[dict[str, Any]]:
     renderer = Renderer(tokenizer, TokenIds.from_tokenizer(tokenizer, card.num_types))
     spec = ImageSpec(card.image_min_pixels, card.image_max_pixels)
     counter = image_token_counter(inputs.dataset_root, spec, inputs.dataset_root)
+    return card, renderer, counter
+
+
+def events_per_budget(inputs, context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Events that fit in the model's budget on the test sequences under every compression
+    rule (each mode on its grid of Δ) and the model's own, tokenized as the model sees them."""
+    card, renderer, counter = card_renderer(inputs)
     seq_ids = dict.fromkeys(s for s, _ in context["targets"])
     tokens = renderer.event_tokens([context["sequences"][s] for s in seq_ids], counter)
     rules = list(dict.fromkeys([*grid_rules(keep_type=card.rule.keep_type), card.rule]))
@@ -139,6 +146,21 @@ def format_table(r: dict[str, Any]) -> str:
     curve = r.get("history_curve") or {}
     if curve:
         lines += _curve_table(curve)
+    ev = r.get("image_evidence")
+    if ev:
+        line = (
+            f"\nimage evidence ({ev['process']}): {ev['with_evidence']} of {ev['targets']} "
+            "test targets' prompts show "
+        )
+        if ev["process"] == "regime":
+            line += "an image of the regime in force at the target"
+        else:
+            line += (
+                "an image of an event of the previous event's type (its background hints "
+                f"the favourite next type; {ev['showing_the_true_favourite']} show the "
+                "true favourite)"
+            )
+        lines.append(line)
     epb = r.get("events_per_budget") or []
     if epb:
         lines.append(f"\nevents per {epb[0]['budget']}-token budget on the test sequences:")
