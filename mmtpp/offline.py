@@ -88,6 +88,7 @@ def _request(data: dict[str, Any]) -> PredictionRequest:
         **{
             **data,
             "curve_targets": frozenset(tuple(x) for x in data["curve_targets"]),
+            "forecast_targets": frozenset(tuple(x) for x in data["forecast_targets"]),
             "options": DecodeOptions(**data["options"]),
             "tasks": tuple(data["tasks"]),
             "history_lengths": tuple(data["history_lengths"]),
@@ -100,6 +101,7 @@ def _request_dict(request: PredictionRequest) -> dict[str, Any]:
         **asdict(request),
         "options": request.options.model_dump(),
         "curve_targets": sorted(request.curve_targets),
+        "forecast_targets": sorted(request.forecast_targets),
     }
 
 

@@ -5,8 +5,13 @@ A history (an ``EventSequence``) is rendered exactly as in training — the mode
 modalities, compression rule and scan direction (or uncompressed, ``compress=False``) within
 its budget, then a task token — and the model generates the response, which
 ``parsing.Parser`` turns into a value or an invalid reason that is counted. The time can be
-decoded greedily, as the model's conditional mean (``expected``), or as the mean or median of
-``samples`` sampled byte sequences (the conditional mean minimises RMSE, the median MAE).
+decoded greedily, as the mean (``expected``) or median (``median``) of the model's
+distribution of the gap, or as the mean or median of ``samples`` sampled byte sequences
+(``sample_mean``, ``sample_median``); the conditional mean minimises RMSE, the median MAE.
+
+Beyond one point: ``gap_quantiles`` / ``gap_intervals`` give the next gap's quantiles and
+central intervals (two-byte cells, or float32 resolution with ``exact``), and ``forecast``
+samples whole continuations of several events (``mmtpp.forecast``).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from transformers import GenerationConfig
 
 from mmtpp.compression import CompressionRule
-from mmtpp.decoding import DecodeOptions
+from mmtpp.decoding import QUANTILE_LEVELS, DecodeOptions
 from mmtpp.events import EventSequence
 from mmtpp.eventtokens import EventTokens
+from mmtpp.forecast import DEFAULT_MAX_ROWS, Forecast, ForecastSampler, check_request
 from mmtpp.generation import Generator, Prompt
 from mmtpp.images import ImageSpec, image_token_counter, read_bytes
 from mmtpp.model import image_processor, load_trained
@@ -32,6 +39,7 @@ from mmtpp.templates import RESPONSE_LENGTH, SHORT_RESPONSE_ROOM, Renderer
 from mmtpp.tokens import TASKS, TokenIds
 
 INFERENCE_DTYPES = ("float32", "bfloat16")
+DEFAULT_MAX_STEPS = 100  # events per continuation when a forecast gives only ``until``
 
 
 @dataclass
@@ -40,8 +48,8 @@ class Prediction:
     type: int | None = None
     text: str | None = None
     invalid: dict[str, str] = field(default_factory=dict)  # task -> reason
-    # sampled time (mean/median): task -> reason -> samples that were invalid and left out
-    # of the mean/median (the prediction is invalid only when every sample is)
+    # sampled time (sample_mean/sample_median): task -> reason -> samples that were invalid
+    # and left out of the mean/median (the prediction is invalid only when every sample is)
     invalid_samples: dict[str, dict[str, int]] = field(default_factory=dict)
     history_events: int = 0
     compressed_events: int = 0
@@ -217,6 +225,91 @@ class Predictor(Generator):
             out.extend(self.predict_prompts(by_task[tasks[0]], tasks, options, by_task))
         return out
 
+    # --- predictive distribution of the next gap ----------------------------------------
+
+    def gap_quantiles(
+        self,
+        histories: Sequence[EventSequence],
+        levels: ArrayLike = QUANTILE_LEVELS,
+        exact: bool = False,
+        options: DecodeOptions | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
+    ) -> np.ndarray:
+        """Quantiles [B, L] of the gap to the next event after each history, at ``levels``
+        [L] (each in [0, 1]); NaN for a history whose distribution has no valid cell.
+
+        Default: from the two-byte distribution (``distribution.ByteGapDistribution``: the
+        gap's cell, at most 1/128 of its value wide, is exact; the position inside it
+        interpolated). ``exact``: the float32 quantile (``Generator.exact_quantiles``, four
+        more one-token steps of B·L rows, at most ``max_rows`` per call), on the same first
+        bytes as the two-byte distribution keeps.
+        """
+        options = options or DecodeOptions()
+        prompts = self.prompts(histories, "time", options)
+        dist = self.gap_distribution(prompts)
+        if not exact:
+            return dist.quantiles(levels)
+        support = dist.first_byte_support()
+        q = self.exact_quantiles(prompts, levels, support, max_rows).quantiles
+        return np.where(dist.valid[:, None], q, np.nan)
+
+    def gap_intervals(
+        self,
+        histories: Sequence[EventSequence],
+        coverages: Sequence[float] = (0.5, 0.9),
+        exact: bool = False,
+        options: DecodeOptions | None = None,
+    ) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        """Central intervals of the next gap: coverage c → (lower [B], upper [B]), the
+        quantiles at (1 ∓ c)/2 (``gap_quantiles``)."""
+        for c in coverages:
+            if not 0 < c < 1:
+                raise ValueError(f"interval coverage must be in (0, 1), got {c}")
+        levels = sorted({x for c in coverages for x in ((1 - c) / 2, (1 + c) / 2)})
+        q = self.gap_quantiles(histories, levels, exact, options)
+        column = {level: j for j, level in enumerate(levels)}
+        return {c: (q[:, column[(1 - c) / 2]], q[:, column[(1 + c) / 2]]) for c in coverages}
+
+    # --- multi-step forecasts -----------------------------------------------------------
+
+    def forecast(
+        self,
+        histories: Sequence[EventSequence],
+        steps: int | None = None,
+        until: float | ArrayLike | None = None,
+        samples: int = 8,
+        tasks: Sequence[str] = ("time", "type"),
+        seed: int | Sequence[int] = 0,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        reuse_cache: bool = True,
+        max_text_tokens: int = 48,
+    ) -> Forecast:
+        """``samples`` sampled continuations after each history (``mmtpp.forecast``): up to
+        ``steps`` events each, or until the absolute time ``until`` (scalar or one per
+        history; with ``until`` alone, at most ``max_steps`` events and the step columns no
+        continuation reached dropped). ``tasks``: time and type, and ``"text"`` to generate
+        each event's text. ``seed``: one, or one per history (continuation s of history h
+        uses (seed_h, s)). At most ``max_rows`` continuations per model call;
+        ``reuse_cache=False`` re-encodes every prompt at every step."""
+        ends, text = check_request(histories, steps, until, samples, tasks, self.num_types)
+        if text and "text" not in self.modalities:
+            raise ValueError(f"forecast: the model was trained without text ({self.modalities})")
+        seeds = np.asarray(seed, dtype=np.int64).reshape(-1)
+        if seeds.size == 1:
+            seeds = np.full(len(histories), seeds[0])
+        if seeds.size != len(histories) or (seeds < 0).any():
+            raise ValueError(
+                f"forecast: seed must be one int >= 0 or one per history ({len(histories)}), "
+                f"got {seeds.size} values"
+            )
+        if steps is None and max_steps < 1:
+            raise ValueError(f"forecast: max_steps must be >= 1, got {max_steps}")
+        sampler = ForecastSampler(self, max_rows, reuse_cache, max_text_tokens)
+        return sampler.sample(
+            histories, steps or max_steps, ends, samples, text, seeds, trim=steps is None
+        )
+
 
 def _same_history(a: Sequence[Prompt], b: Sequence[Prompt]) -> bool:
     """Whether, row by row, two tasks' prompts differ at most in their final (task) token."""
@@ -233,5 +326,6 @@ def _aggregate(task: str, samples: list[Parsed], options: DecodeOptions):
         return None, reason
     if task == "time" and len(samples) > 1:
         values = np.asarray(valid, dtype=float)
-        return float(values.mean() if options.time_mode == "mean" else np.median(values)), None
+        mean = options.time_mode == "sample_mean"
+        return float(values.mean() if mean else np.median(values)), None
     return valid[0], None

@@ -6,12 +6,15 @@ builds each target's prompts exactly as the ``Predictor`` does and returns one r
 quantiles (``QUANTILE_LEVELS``), mean and, when the truth is known, PIT value and CRPS; the
 type probabilities; the teacher-forced time NLL (a density, nats) and type NLL; and optionally
 the value-of-history curve (time and type NLL with at most L history events, compressed and
-uncompressed). ``offline.PredictionActor`` runs it on Ray Data actors.
+uncompressed) and the model's multi-step forecast (``forecast_samples`` sampled continuations of
+``forecast_steps`` events, ``Predictor.forecast``; null in rows without one).
+``offline.PredictionActor`` runs it on Ray Data actors.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +23,10 @@ import numpy as np
 import pyarrow as pa
 
 from mmtpp.compression import CompressionRule
-from mmtpp.decoding import DecodeOptions
+from mmtpp.decoding import DISTRIBUTION_MODES, QUANTILE_LEVELS, DecodeOptions
 from mmtpp.events import EventSequence
 from mmtpp.templates import RESPONSE_LENGTH, SHORT_RESPONSE_ROOM
 from mmtpp.tokens import TASKS
-
-QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -57,6 +58,11 @@ PREDICTION_SCHEMA = pa.schema(
         ("curve_time_nll", pa.list_(pa.float64())),
         ("curve_type_nll", pa.list_(pa.float64())),
         ("curve_events", pa.list_(pa.float64())),
+        # the model's forecast: per sampled continuation, its events' absolute times and types
+        # ([samples][<= forecast_steps]), and JSON reason -> invalid draws redrawn
+        ("forecast_times", pa.list_(pa.list_(pa.float64()))),
+        ("forecast_types", pa.list_(pa.list_(pa.int32()))),
+        ("forecast_invalid", pa.string()),
     ]
 )
 
@@ -74,12 +80,22 @@ class PredictionRequest:
     batch_size: int = 16
     image_root: str | None = None
     dtype: str | None = None
+    forecast_steps: int = 0  # events per sampled continuation (0: no forecasts)
+    forecast_samples: int = 8  # continuations per forecast target
+    # the (seq_id, target) pairs that get a forecast (empty: every target)
+    forecast_targets: frozenset[tuple[str, int]] = frozenset()
+    forecast_seed: int = 0  # with (seq_id, target): the seed of a target's forecast
 
     def __post_init__(self) -> None:
         if unknown := set(self.tasks) - set(TASKS):
             raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
         if any(n < 1 for n in self.history_lengths):
             raise ValueError(f"history lengths must be >= 1, got {self.history_lengths}")
+        if self.forecast_steps < 0 or self.forecast_samples < 1 or self.forecast_seed < 0:
+            raise ValueError(
+                f"forecast_steps must be >= 0, forecast_samples >= 1 and forecast_seed >= 0, "
+                f"got {self.forecast_steps}, {self.forecast_samples}, {self.forecast_seed}"
+            )
 
 
 # --- scoring, without Ray -----------------------------------------------------------------
@@ -148,12 +164,13 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
             prompts[task].append(prompt)
     if not good:
         return
-    expected = options.time_mode == "expected"
-    decoded = [t for t in request.tasks if not (t == "time" and expected)]
+    from_dist = options.time_mode in DISTRIBUTION_MODES  # the time is read from `dist`
+    decoded = [t for t in request.tasks if not (t == "time" and from_dist)]
     preds = predictor.predict_prompts(prompts["time"], decoded, options, prompts) if decoded else []
     dist = predictor.gap_distribution(prompts["time"])
     quantiles = dist.quantiles(QUANTILE_LEVELS)
     means = dist.mean()
+    point = means if options.time_mode == "expected" else dist.median()
     type_probs = predictor.type_probabilities(prompts["type"])
     truths = [_truth(seq, t) for seq, _, t in good]
     known = np.array([bool(x) for x in truths])
@@ -174,6 +191,7 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
                 strict=True,
             )
         )
+    forecasts = _forecasts(predictor, good, request)
     for i, ((seq, _, target), truth) in enumerate(zip(good, truths, strict=True)):
         p = preds[i] if preds else None
         row: dict[str, Any] = {
@@ -188,9 +206,9 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
             "type_probs": type_probs[i].tolist(),
             **truth,
         }
-        if expected:
+        if from_dist:
             ok = bool(dist.valid[i])
-            row["pred_gap"] = float(means[i]) if ok else None
+            row["pred_gap"] = float(point[i]) if ok else None
             row["time_invalid"] = None if ok else "not_a_byte_token"
         if p is not None:
             for task in decoded:
@@ -208,7 +226,41 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
             row["curve_time_nll"], row["curve_type_nll"], row["curve_events"] = (
                 c.tolist() for c in curves[i]
             )
+        row.update(forecasts.get(i, {}))
         rows.add(**row)
+
+
+def forecast_seed(seed: int, seq_id: str, target: int) -> int:
+    """The seed of one target's forecast: the same whatever batch or actor scores it."""
+    return zlib.crc32(f"{seed}:{seq_id}:{target}".encode())
+
+
+def _forecasts(predictor, good, request) -> dict[int, dict[str, Any]]:
+    """Row index → forecast columns, for the batch's targets that get a forecast."""
+    if not request.forecast_steps:
+        return {}
+    wanted = request.forecast_targets
+    chosen = [i for i, (seq, _, t) in enumerate(good) if not wanted or (seq.seq_id, t) in wanted]
+    if not chosen:
+        return {}
+    histories = [good[i][0].slice(0, good[i][2]) for i in chosen]
+    seeds = [forecast_seed(request.forecast_seed, good[i][0].seq_id, good[i][2]) for i in chosen]
+    fc = predictor.forecast(
+        histories,
+        steps=request.forecast_steps,
+        samples=request.forecast_samples,
+        seed=seeds,
+        max_rows=request.batch_size,
+    )
+    events = fc.continuations.to_events()
+    return {
+        i: {
+            "forecast_times": [[t for t, _ in c] for c in events[h]],
+            "forecast_types": [[k for _, k in c] for c in events[h]],
+            "forecast_invalid": json.dumps(fc.invalid_of(h)),
+        }
+        for h, i in enumerate(chosen)
+    }
 
 
 def _curves(predictor, good, request, options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

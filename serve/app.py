@@ -1,14 +1,16 @@
-"""Ray Serve application: HTTP endpoints over a trained MM-TPP adapter (SPEC §9).
+"""Ray Serve application: HTTP endpoints over a trained MM-TPP adapter (SPEC §9;
+docs/serving.md).
 
     serve run serve/config.yaml                 # or: serve deploy serve/config.yaml
     curl -s 127.0.0.1:8000/healthz
 
-POST /v1/predict takes a history of events and the tasks to run, and returns the next event.
-Concurrent requests are batched dynamically (``@serve.batch``) into one ``mmtpp.predict``
-call; batch sizes and seconds in model calls are counted at GET /v1/metrics. Every
-endpoint but /healthz requires ``Authorization: Bearer <token>`` when a token is configured
-(``token`` or the environment variable named by ``token_env``). This module only wires HTTP
-to ``mmtpp.predict``.
+POST /v1/predict takes a history of events and the tasks to run, and returns the next event
+(and, when asked, the next gap's quantiles); POST /v1/forecast returns sampled continuations
+of several events. Concurrent requests are batched dynamically (``@serve.batch``) into one
+``mmtpp.predict`` call per endpoint; batch sizes and seconds in model calls are counted at
+GET /v1/metrics. Every endpoint but /healthz requires ``Authorization: Bearer <token>`` when a
+token is configured (``token`` or the environment variable named by ``token_env``). The
+bodies are ``serve.schemas``; this module only wires HTTP to ``mmtpp.predict``.
 """
 
 import base64
@@ -17,130 +19,39 @@ import hmac
 import os
 import time
 from collections import Counter
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ray import serve
 
-from mmtpp.decoding import DecodeOptions
+from serve.schemas import (
+    ForecastEventOut,
+    ForecastIn,
+    ForecastOut,
+    PredictIn,
+    PredictOut,
+    QuantileOut,
+    ServerConfig,
+    StepSummary,
+    request_body,
+)
 
-TASK = Literal["time", "type", "text"]
-FLOAT32_MAX = 3.4028234663852886e38
-
-
-class Limits(BaseModel):
-    """Bounds on what a request may hold."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_events: int = 2048
-    max_text_chars: int = 2000
-    max_image_bytes: int = 512 * 1024
-    max_image_pixels: int = 1024 * 1024  # decoded size: checked from the header first
-    image_formats: list[str] = ["PNG", "JPEG"]
-    # prompt rows per model call (a history sampled k times is k rows): bounds the memory
-    # of one call whatever the batch and the requested samples
-    max_rows_per_call: int = 64
-    max_samples: int = 32  # decode.samples
-    max_text_tokens: int = 256  # decode.max_text_tokens
-
-
-class ServerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model_dir: str
-    image_root: str | None = None  # image paths are refused unless set (then: under it)
-    token: str | None = None
-    token_env: str = "MMTPP_SERVE_TOKEN"
-    dtype: Literal["float32", "bfloat16"] | None = None  # None: the dtype it was trained in
-    max_batch_size: int = 16
-    batch_wait_timeout_s: float = 0.02
-    # Each replica's Ray resources: without num_gpus Ray hides the node's GPUs from the
-    # replica and the model runs on its CPU.
-    num_cpus: float = Field(1.0, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    limits: Limits = Limits()
-
-
-class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    time: float = Field(description="absolute time of the event", allow_inf_nan=False)
-    type: int = Field(ge=0, description="event type id (see GET /v1/model)")
-    text: str | None = None
-    image: str | None = Field(None, description="base64 PNG/JPEG, or a path under image_root")
-
-
-class PredictIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    events: list[EventIn] = Field(min_length=1)
-    tasks: list[TASK] = Field(default_factory=lambda: ["time", "type", "text"], min_length=1)
-    decode: DecodeOptions = DecodeOptions()
-
-    @field_validator("tasks")
-    @classmethod
-    def distinct(cls, tasks: list[str]) -> list[str]:
-        if len(set(tasks)) != len(tasks):
-            raise ValueError("tasks must be distinct")
-        return tasks
-
-    @model_validator(mode="after")
-    def sorted_times(self) -> "PredictIn":
-        for i in range(1, len(self.events)):
-            if self.events[i].time < self.events[i - 1].time:
-                raise ValueError(
-                    f"events[{i}].time {self.events[i].time} is before events[{i - 1}].time "
-                    f"{self.events[i - 1].time}: events must be sorted by time"
-                )
-            gap = self.events[i].time - self.events[i - 1].time
-            if gap > FLOAT32_MAX:  # the model reads gaps as float32
-                raise ValueError(f"events[{i}]: gap {gap:g} does not fit in float32")
-        return self
-
-
-class PredictOut(BaseModel):
-    time: float | None = Field(description="predicted gap to the next event")
-    next_event_time: float | None = Field(description="last event time + predicted gap")
-    type: int | None
-    type_name: str | None
-    text: str | None
-    invalid: dict[str, str] = Field(description="task -> reason the generation was invalid")
-    invalid_samples: dict[str, dict[str, int]] = Field(
-        default_factory=dict,
-        description="sampled time (mean/median): task -> reason -> invalid samples left out",
-    )
-    history_events: int = Field(description="events of the history in the prompt")
-    compressed_events: int = Field(description="of which replaced by <|similar_event|>")
-    prompt_tokens: int
-
+PREDICT_BODY = request_body(PredictIn)
+FORECAST_BODY = request_body(ForecastIn)
 
 app = FastAPI(
     title="mmtpp",
-    description="Next-event prediction (time, type, text) for multimodal event sequences.",
+    description="Next-event prediction (time, type, text), the next gap's quantiles and "
+    "sampled multi-step forecasts for multimodal event sequences.",
     version="1",
 )
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """A model's JSON schema with its ``$defs`` written in place (the route reads its body
-    itself, under a size limit, so FastAPI cannot list the schema on /docs by itself)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            here = {k: walk(v) for k, v in node.items() if k != "$ref"}  # e.g. a default
-            if "$ref" in node:
-                return {**walk(defs[node["$ref"].rsplit("/", 1)[-1]]), **here}
-            return here
-        return [walk(v) for v in node] if isinstance(node, list) else node
-
-    return walk(schema)
-
-
-PREDICT_BODY = {
-    "required": True,
-    "content": {"application/json": {"schema": _inline_refs(PredictIn.model_json_schema())}},
-}
+# The helpers the deployment calls are defined above it: a replica found names defined below
+# the class missing (NameError), as the class is serialized where it is defined.
 
 
 def _problem(status: int, loc: str, message: str) -> HTTPException:
@@ -164,6 +75,40 @@ def _image_format(data: bytes) -> str | None:
     return None
 
 
+def _parse(model, body: bytes):
+    """The request body as ``model``; a 422 listing every invalid field otherwise."""
+    try:
+        return model.model_validate_json(body)
+    except ValueError as err:
+        raise HTTPException(422, detail=_errors(err)) from err
+
+
+def _at_most(field: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise _problem(422, field, f"{value} > limit {limit}")
+
+
+def _isolated(items: list, per_call: int, run: Callable[[list], list]) -> list:
+    """``run`` on calls of ``per_call`` requests; a call that fails (an input only the
+    model path refuses, such as a last event too long for the budget) is redone one request
+    at a time, so that only the offending request gets the error."""
+    out: list[Any] = []
+    for i in range(0, len(items), per_call):
+        chunk = items[i : i + per_call]
+        try:
+            out.extend(run(chunk))
+        except ValueError as err:
+            if len(chunk) == 1:
+                out.append(err)
+                continue
+            for h in chunk:
+                try:
+                    out.extend(run([h]))
+                except ValueError as one:
+                    out.append(one)
+    return out
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 @serve.ingress(app)
 class MMTPPServer:
@@ -176,11 +121,14 @@ class MMTPPServer:
             self.config.model_dir, image_root=self.config.image_root, dtype=self.config.dtype
         )
         self.batch_sizes: Counter[int] = Counter()
+        self.forecast_batch_sizes: Counter[int] = Counter()
         self.requests = 0
+        self.forecasts = 0
         self.errors = 0
         self.model_seconds = 0.0  # wall time in model calls
-        self.predict_batch.set_max_batch_size(self.config.max_batch_size)
-        self.predict_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        for batched in (self.predict_batch, self.forecast_batch):
+            batched.set_max_batch_size(self.config.max_batch_size)
+            batched.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
     # --- auth and limits ------------------------------------------------------------------
 
@@ -266,19 +214,20 @@ class MMTPPServer:
         self.check_token(authorization)
         return {
             "requests": self.requests,
+            "forecasts": self.forecasts,
             "errors": self.errors,
             "batches": sum(self.batch_sizes.values()),
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+            "forecast_batch_sizes": {
+                str(k): v for k, v in sorted(self.forecast_batch_sizes.items())
+            },
             "model_seconds": round(self.model_seconds, 3),
         }
 
-    @app.post("/v1/predict", response_model=PredictOut, openapi_extra={"requestBody": PREDICT_BODY})
-    async def predict(
-        self, request: Request, authorization: str | None = Header(None)
-    ) -> PredictOut:
-        self.check_token(authorization)
-        from mmtpp.events import EventSequence
+    # --- reading requests -----------------------------------------------------------------
 
+    async def read_body(self, request: Request) -> bytes:
+        """The body, refused (413) as soon as it exceeds ``limits.max_body_bytes``."""
         limits = self.config.limits
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limits.max_body_bytes:
@@ -289,19 +238,16 @@ class MMTPPServer:
             if size > limits.max_body_bytes:
                 raise _problem(413, "body", f"more than the limit {limits.max_body_bytes} bytes")
             chunks.append(chunk)
-        body = b"".join(chunks)
-        try:
-            req = PredictIn.model_validate_json(body)
-        except ValueError as err:
-            raise HTTPException(422, detail=_errors(err)) from err
+        return b"".join(chunks)
+
+    def history(self, req: PredictIn | ForecastIn):
+        """The request's events as an ``EventSequence``, every field within the limits and
+        every image decoded (a bad one fails its own request before it joins a batch)."""
+        from mmtpp.events import EventSequence
+
+        limits = self.config.limits
         if len(req.events) > limits.max_events:
             raise _problem(413, "events", f"{len(req.events)} events > limit {limits.max_events}")
-        if req.decode.samples > limits.max_samples:
-            message = f"{req.decode.samples} > limit {limits.max_samples}"
-            raise _problem(422, "decode.samples", message)
-        if req.decode.max_text_tokens > limits.max_text_tokens:
-            message = f"{req.decode.max_text_tokens} > limit {limits.max_text_tokens}"
-            raise _problem(422, "decode.max_text_tokens", message)
         num_types = self.predictor.num_types
         images = []
         for i, ev in enumerate(req.events):
@@ -313,22 +259,75 @@ class MMTPPServer:
             images.append(
                 None if ev.image is None else self.decode_image(ev.image, f"events[{i}].image")
             )
-        seq = EventSequence(
+        return EventSequence(
             "request",
             [e.time for e in req.events],
             [e.type for e in req.events],
             [e.text for e in req.events],
             images,
         )
+
+    def check_predict(self, req: PredictIn) -> None:
+        limits = self.config.limits
+        _at_most("decode.samples", req.decode.samples, limits.max_samples)
+        _at_most("decode.max_text_tokens", req.decode.max_text_tokens, limits.max_text_tokens)
+        if req.quantiles is not None:
+            _at_most("quantiles", len(req.quantiles), limits.max_quantiles)
+
+    def check_forecast(self, req: ForecastIn) -> int:
+        """Refuse a forecast beyond the limits; returns the steps to run (``until`` alone:
+        the step limit)."""
+        limits = self.config.limits
+        steps = req.steps if req.steps is not None else limits.max_forecast_steps
+        _at_most("steps", steps, limits.max_forecast_steps)
+        _at_most("samples", req.samples, limits.max_forecast_samples)
+        _at_most("max_text_tokens", req.max_text_tokens, limits.max_text_tokens)
+        _at_most("summary_levels", len(req.summary_levels), limits.max_quantiles)
+        if "text" in req.tasks and "text" not in self.predictor.modalities:
+            raise _problem(422, "tasks", "the model was trained without text")
+        if steps * req.samples > limits.max_forecast_events:
+            message = (
+                f"samples x steps = {req.samples} x {steps} > limit {limits.max_forecast_events}"
+            )
+            raise _problem(422, "samples", message)
+        horizon = limits.max_forecast_horizon
+        if req.until is not None and horizon is not None:
+            span = req.until - req.events[-1].time
+            if span > horizon:
+                message = f"until − last event time = {span:g} > limit {horizon:g}"
+                raise _problem(422, "until", message)
+        return steps
+
+    # --- endpoints that run the model -------------------------------------------------------
+
+    @app.post("/v1/predict", response_model=PredictOut, openapi_extra={"requestBody": PREDICT_BODY})
+    async def predict(
+        self, request: Request, authorization: str | None = Header(None)
+    ) -> PredictOut:
+        self.check_token(authorization)
+        req = _parse(PredictIn, await self.read_body(request))
+        self.check_predict(req)
+        seq = self.history(req)
         self.requests += 1
-        pred = await self.predict_batch((seq, tuple(req.tasks), req.decode))
-        if isinstance(pred, ValueError):  # e.g. an image the decoder refuses
+        levels = tuple(req.quantiles) if req.quantiles is not None else None
+        pred = await self.predict_batch(
+            (seq, tuple(req.tasks), req.decode, levels, req.quantile_resolution)
+        )
+        if isinstance(pred, ValueError):  # e.g. a last event too long for the budget
             self.errors += 1
             raise _problem(422, "events", str(pred))
+        pred, gaps = pred
         names = self.predictor.card.type_names
+        last = req.events[-1].time
+        quantiles = None
+        if levels is not None:
+            quantiles = [
+                QuantileOut(level=a, gap=g, time=None if g is None else last + g)
+                for a, g in zip(levels, gaps, strict=True)
+            ]
         return PredictOut(
             time=pred.time,
-            next_event_time=None if pred.time is None else req.events[-1].time + pred.time,
+            next_event_time=None if pred.time is None else last + pred.time,
             type=pred.type,
             type_name=None if pred.type is None else names[pred.type],
             text=pred.text,
@@ -337,51 +336,150 @@ class MMTPPServer:
             history_events=pred.history_events,
             compressed_events=pred.compressed_events,
             prompt_tokens=pred.prompt_tokens,
+            gap_quantiles=quantiles,
         )
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
     async def predict_batch(self, items: list[tuple]) -> list[Any]:
-        """One model call per group of requests sharing tasks and decoding options."""
+        """One model call per group of requests sharing tasks, decoding options and quantile
+        levels: (prediction, quantiles or None) per request, or the ValueError that only
+        its history raised."""
         self.batch_sizes[len(items)] += 1
         out: list[Any] = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
-        for i, (_, tasks, options) in enumerate(items):
-            groups.setdefault((tasks, options.model_dump_json()), []).append(i)
-        for (tasks, _), idx in groups.items():
-            options = items[idx[0]][2]
-            histories = [items[i][0] for i in idx]
+        for i, (_, tasks, options, levels, resolution) in enumerate(items):
+            groups.setdefault((tasks, options.model_dump_json(), levels, resolution), []).append(i)
+        for idx in groups.values():
+            _, tasks, options, _, _ = items[idx[0]]
             sampled = "time" in tasks and options.sampled_time
-            per_call = max(
-                1, self.config.limits.max_rows_per_call // (options.samples if sampled else 1)
-            )
+            rows = self.config.limits.max_rows_per_call
+            per_call = max(1, rows // (options.samples if sampled else 1))
             start = time.perf_counter()
             # On the event loop, not in a thread: measured faster (bench_serve), as
             # requests that arrive meanwhile wait and then fill the next batch at once.
-            preds = self.predict_isolated(histories, list(tasks), options, per_call)
+            results = _isolated([items[i] for i in idx], per_call, self.predict_chunk)
             self.model_seconds += time.perf_counter() - start
-            for i, p in zip(idx, preds, strict=True):
-                out[i] = p
+            for i, r in zip(idx, results, strict=True):
+                out[i] = r
         return out
 
-    def predict_isolated(self, histories: list, tasks: list[str], options, per_call: int):
-        """Predictions in calls of ``per_call`` histories; a call that fails (an input only
-        the model path refuses, such as a last event too long for the budget) is redone one
-        history at a time, so that only the offending request gets the error."""
-        preds: list[Any] = []
-        for i in range(0, len(histories), per_call):
-            chunk = histories[i : i + per_call]
-            try:
-                preds.extend(self.predictor.predict(chunk, tasks, options, len(chunk)))
-            except ValueError as err:
-                if len(chunk) == 1:
-                    preds.append(err)
-                    continue
-                for h in chunk:
-                    try:
-                        preds.extend(self.predictor.predict([h], tasks, options, 1))
-                    except ValueError as one:
-                        preds.append(one)
-        return preds
+    def predict_chunk(self, chunk: list[tuple]) -> list[tuple]:
+        """Predictions (and quantiles) of requests sharing their settings, in one call."""
+        histories = [item[0] for item in chunk]
+        _, tasks, options, levels, resolution = chunk[0]
+        preds = self.predictor.predict(histories, list(tasks), options, len(histories))
+        if levels is None:
+            return [(p, None) for p in preds]
+        rows = self.config.limits.max_rows_per_call
+        exact = resolution == "exact"
+        q = self.predictor.gap_quantiles(histories, levels, exact, options, max_rows=rows)
+        gaps = [[None if np.isnan(v) else float(v) for v in row] for row in q]
+        return list(zip(preds, gaps, strict=True))
+
+    @app.post(
+        "/v1/forecast", response_model=ForecastOut, openapi_extra={"requestBody": FORECAST_BODY}
+    )
+    async def forecast(
+        self, request: Request, authorization: str | None = Header(None)
+    ) -> ForecastOut:
+        self.check_token(authorization)
+        req = _parse(ForecastIn, await self.read_body(request))
+        steps = self.check_forecast(req)
+        seq = self.history(req)
+        self.forecasts += 1
+        key = (steps, req.steps is None, req.samples, tuple(req.tasks), req.max_text_tokens)
+        fc = await self.forecast_batch((seq, key, req.until, req.seed))
+        if isinstance(fc, ValueError):
+            self.errors += 1
+            raise _problem(422, "events", str(fc))
+        return self.forecast_out(req, *fc)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def forecast_batch(self, items: list[tuple]) -> list[Any]:
+        """One ``Predictor.forecast`` per group of requests sharing steps, samples, tasks and
+        text length (each with its own ``until`` and seed): (forecast, row) per request, or
+        the ValueError that only its history raised."""
+        self.forecast_batch_sizes[len(items)] += 1
+        out: list[Any] = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, key, until, _) in enumerate(items):
+            groups.setdefault((*key, until is None), []).append(i)
+        rows = self.config.limits.max_rows_per_call
+        for key, idx in groups.items():
+            samples = key[2]
+            start = time.perf_counter()
+            chunks = max(1, rows // samples)  # histories whose continuations fill a call
+            results = _isolated([items[i] for i in idx], chunks, self.forecast_chunk)
+            self.model_seconds += time.perf_counter() - start
+            for i, r in zip(idx, results, strict=True):
+                out[i] = r
+        return out
+
+    def forecast_chunk(self, chunk: list[tuple]) -> list[tuple]:
+        """One forecast of requests sharing their settings: (forecast, its row) each."""
+        steps, open_ended, samples, tasks, text_tokens = chunk[0][1]
+        has_until = chunk[0][2] is not None
+        fc = self.predictor.forecast(
+            [item[0] for item in chunk],
+            steps=None if open_ended else steps,
+            until=[item[2] for item in chunk] if has_until else None,
+            samples=samples,
+            tasks=tasks,
+            seed=[item[3] for item in chunk],
+            max_rows=self.config.limits.max_rows_per_call,
+            max_steps=steps,
+            max_text_tokens=text_tokens,
+        )
+        return [(fc, h) for h in range(len(chunk))]
+
+    def forecast_out(self, req: ForecastIn, fc, h: int) -> ForecastOut:
+        """The response for history h of forecast ``fc``: continuations and per-step
+        summaries (quantiles of the k-th time, type shares over the samples having one)."""
+        names = self.predictor.card.type_names
+        c = fc.continuations
+        start = float(c.start[h])
+        continuations = []
+        for s, n in enumerate(c.lengths[h]):
+            times = c.times[h, s, :n]
+            gaps = np.diff(np.concatenate([[start], times]))
+            texts = fc.texts[h][s] if fc.texts is not None else [None] * n
+            continuations.append(
+                [
+                    ForecastEventOut(
+                        time=float(t),
+                        gap=float(g),
+                        type=int(k),
+                        type_name=names[int(k)],
+                        text=text,
+                    )
+                    for t, g, k, text in zip(times, gaps, c.types[h, s, :n], texts, strict=True)
+                ]
+            )
+        steps = []
+        for k in range(c.steps):
+            has = ~np.isnan(c.times[h, :, k])
+            if not has.any():
+                break
+            q = np.quantile(c.times[h, has, k], req.summary_levels)
+            freq = np.bincount(c.types[h, has, k], minlength=len(names)) / has.sum()
+            steps.append(
+                StepSummary(
+                    step=k + 1,
+                    samples=int(has.sum()),
+                    time_quantiles=[
+                        {"level": a, "time": float(v)}
+                        for a, v in zip(req.summary_levels, q, strict=True)
+                    ],
+                    type_frequencies=freq.tolist(),
+                )
+            )
+        return ForecastOut(
+            start=start,
+            continuations=continuations,
+            steps=steps,
+            invalid_draws=fc.invalid_of(h),
+            truncated=int(fc.truncated[h]),
+        )
 
 
 @app.exception_handler(HTTPException)

@@ -1,6 +1,8 @@
 """Offline prediction: the same predictions as the in-process Predictor, errors reported per
 target, and reruns byte-identical (the Ray Data job)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,35 @@ def test_scores_equal_the_in_process_predictor_on_the_same_targets(predictor, tr
     assert known["type_nll"] == pytest.approx(-np.log(known["type_probs"][known["true_type"]]))
     assert after_end["true_gap"] is None and after_end["time_nll"] is None  # nothing to score
     assert len(known["curve_time_nll"]) == 4 and known["curve_events"][0] == 2
+
+
+def test_forecasts_of_chosen_targets_and_nulls_elsewhere(predictor, trained):
+    from mmtpp.scoring import forecast_seed
+
+    p, seqs = predictor
+    request = PredictionRequest(
+        str(trained[0]),
+        DecodeOptions(max_text_tokens=2),
+        tasks=("time", "type"),
+        forecast_steps=3,
+        forecast_samples=2,
+        forecast_targets=frozenset({(seqs[0].seq_id, 10)}),
+        batch_size=4,
+    )
+    table = score_sequences(p, seqs[:1], [[10, 12]], request).to_pylist()
+    chosen, other = table
+    assert other["forecast_times"] is None and other["forecast_invalid"] is None
+    assert [len(x) for x in chosen["forecast_times"]] == [3, 3]
+    want = p.forecast(
+        [seqs[0].slice(0, 10)], steps=3, samples=2, seed=forecast_seed(0, seqs[0].seq_id, 10)
+    )
+    np.testing.assert_array_equal(chosen["forecast_times"], want.continuations.times[0])
+    np.testing.assert_array_equal(chosen["forecast_types"], want.continuations.types[0])
+    assert json.loads(chosen["forecast_invalid"]) == want.invalid_of(0)
+    # the median of the model's distribution as the point prediction
+    median = PredictionRequest(str(trained[0]), DecodeOptions(time_mode="median"), ("time",))
+    (row,) = score_sequences(p, seqs[:1], [[10]], median).to_pylist()
+    assert row["pred_gap"] == row["gap_quantiles"][2]  # the 0.5 level
 
 
 def test_a_target_that_does_not_fit_gets_an_error_row(predictor, trained):

@@ -12,6 +12,7 @@ from mmtpp.model import (
 )
 from mmtpp.predict import Predictor
 from mmtpp.templates import SHORT_RESPONSE_ROOM
+from mmtpp.timecodec import encode
 from mmtpp.tokens import load_tokenizer
 
 
@@ -81,7 +82,7 @@ def test_prompts_follow_the_training_scan_direction(trained, predictor, tmp_path
 
 def test_time_sampling_and_uncompressed_history(predictor):
     p, seqs = predictor
-    mean = p.predict(seqs[:2], ["time"], DecodeOptions(time_mode="mean", samples=3))
+    mean = p.predict(seqs[:2], ["time"], DecodeOptions(time_mode="sample_mean", samples=3))
     assert all((x.time is None) == ("time" in x.invalid) for x in mean)
     full = p.prompts(seqs[:1], "time", DecodeOptions(compress=False))[0]
     comp = p.prompts(seqs[:1], "time", DecodeOptions())[0]
@@ -185,6 +186,80 @@ def test_expected_time_ignores_a_far_exponent(predictor, monkeypatch):
     assert got.value == pytest.approx(mean, rel=1e-6)
 
 
+def worked_example():
+    """docs/forecasts.md's example: first byte 0x3F (0.5: [1, 2) then second byte 0x80 with
+    0.9, 0x81 with 0.1), 0x40 (0.3: [2, 2.015625)), a negative 0xBF (0.1), 0.1 elsewhere."""
+    first = np.array([[0x3F, 0x40, 0xBF]])
+    p_first = np.array([[0.5, 0.3, 0.1]])
+    p_second = np.zeros((1, 3, 256))
+    p_second[0, 0, 0x80], p_second[0, 0, 0x81] = 0.9, 0.1
+    p_second[0, 1, 0x00] = p_second[0, 2, 0x00] = 1.0
+    return first, p_first, p_second
+
+
+def test_gap_quantiles_of_a_known_byte_distribution_are_exact(predictor, monkeypatch):
+    p, seqs = predictor
+    monkeypatch.setattr(p, "byte_distributions", lambda prompts: worked_example())
+    # cells [1, 1.0078125) 0.5625, [1.0078125, 1.015625) 0.0625, [2, 2.015625) 0.375 after
+    # renormalising; quantiles interpolate linearly inside a cell
+    want = [
+        1 + 0.05 / 0.5625 * 2**-7,
+        1 + 0.25 / 0.5625 * 2**-7,
+        1 + 0.5 / 0.5625 * 2**-7,
+        2 + (0.75 - 0.625) / 0.375 * 2**-6,
+        2 + (0.95 - 0.625) / 0.375 * 2**-6,
+    ]
+    np.testing.assert_allclose(p.gap_quantiles(seqs[:1])[0], want, rtol=1e-12)
+    intervals = p.gap_intervals(seqs[:1], (0.5, 0.9))
+    np.testing.assert_allclose([intervals[0.5][0][0], intervals[0.5][1][0]], want[1::2])
+    np.testing.assert_allclose([intervals[0.9][0][0], intervals[0.9][1][0]], want[0::4])
+    (median,) = p.predict(seqs[:1], ["time"], DecodeOptions(time_mode="median"))
+    assert median.time == pytest.approx(want[2], rel=1e-12)  # deterministic: no sampling
+    with pytest.raises(ValueError, match="coverage"):
+        p.gap_intervals(seqs[:1], (1.0,))
+
+
+def test_exact_quantiles_descend_the_byte_tree_with_the_cache(predictor):
+    """The cached descent equals a descent whose every step is a full forward pass of the
+    prompt, ``<|time_start|>`` and the bytes chosen so far (the definition)."""
+    from mmtpp.quantile_descent import descend_quantiles
+
+    p, seqs = predictor
+    prompts = p.prompts(seqs[:2], "time", DecodeOptions())
+    levels = [0.1, 0.5, 0.9]
+
+    def by_forward_passes(prefixes):
+        out = []
+        for row, prefix in enumerate(prefixes):
+            prompt = prompts[row // len(levels)]
+            ids = [*prompt.input_ids, p.ids.time_start, *p.ids.byte_ids[prefix].tolist()]
+            batch = collate(
+                [{"input_ids": ids, "images": prompt.images}],
+                p.processor,
+                p.ids.eos,
+                p.ids.image_pad,
+                p.spec,
+            )
+            batch.pop("labels")
+            with torch.no_grad():
+                logits = p.model(**batch).logits[0, -1].float()
+            out.append(torch.softmax(logits, -1)[p.ids.byte_ids].double().numpy())
+        return np.stack(out)
+
+    want = descend_quantiles(by_forward_passes, levels, len(prompts))
+    got = p.exact_quantiles(prompts, levels, max_rows=4)  # 1 prompt x 3 levels per call
+    # the same path down the tree: a float rounding of the probabilities (~1e-6) can move
+    # the last byte of a level that falls near a byte's edge, no more
+    np.testing.assert_array_equal(encode(got.quantiles)[..., :2], encode(want.quantiles)[..., :2])
+    np.testing.assert_allclose(got.quantiles, want.quantiles, rtol=1e-4)
+    np.testing.assert_allclose(got.excluded, want.excluded, atol=1e-5)
+    q = got.quantiles
+    assert np.isfinite(q).all() and (np.diff(q, axis=1) >= 0).all()
+    exact = p.gap_quantiles(seqs[:2], levels, exact=True)
+    cells = p.gap_quantiles(seqs[:2], levels)
+    assert exact.shape == cells.shape == (2, 3) and (np.diff(exact, axis=1) >= 0).all()
+
+
 def test_target_prompts_match_preparation_and_drop_compression(predictor):
     """The prompts offline prediction builds for a target (``prompt_for`` at the card's rule)
     are the prepared test prompts for time and type; at Δ = 0 (``compress=False``) the same
@@ -219,7 +294,8 @@ def test_invalid_time_samples_are_counted_not_dropped_silently(predictor, monkey
     ]
     monkeypatch.setattr(p, "generate", lambda prompts, task, options: drawn[: len(prompts)])
     prompts = p.prompts(seqs[:2], "time", DecodeOptions())
-    mean, none = p.predict_prompts(prompts, ["time"], DecodeOptions(time_mode="mean", samples=5))
+    options = DecodeOptions(time_mode="sample_mean", samples=5)
+    mean, none = p.predict_prompts(prompts, ["time"], options)
     assert (mean.time, mean.invalid, mean.invalid_samples) == (3.0, {}, {"time": {"not_finite": 3}})
     assert none.time is None and none.invalid == {"time": "negative"}
     assert none.invalid_samples == {"time": {"negative": 5}}

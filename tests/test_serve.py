@@ -85,7 +85,17 @@ def server(ray_local, model_dir):
             "max_batch_size": 8,
             "dtype": "bfloat16",
             "batch_wait_timeout_s": 0.2,
-            "limits": {"max_events": 50, "max_image_bytes": 20000, "max_image_pixels": 400 * 400},
+            "limits": {
+                "max_events": 50,
+                "max_image_bytes": 20000,
+                "max_image_pixels": 400 * 400,
+                "max_body_bytes": 100_000,
+                "max_quantiles": 8,
+                "max_forecast_steps": 6,
+                "max_forecast_samples": 4,
+                "max_forecast_events": 16,
+                "max_forecast_horizon": 100.0,
+            },
         }
     )
     serve.run(app, name="mmtpp", route_prefix="/")
@@ -110,9 +120,19 @@ def history(n=12, image=True):
     }
 
 
-def post(body, headers=HEADERS):
+def post(body, headers=HEADERS, path="/v1/predict"):
     payload = {"content": body} if isinstance(body, bytes) else {"json": body}
-    return httpx.post(f"{URL}/v1/predict", headers=headers, timeout=60, **payload)
+    return httpx.post(f"{URL}{path}", headers=headers, timeout=120, **payload)
+
+
+def sequence_of(body) -> EventSequence:
+    return EventSequence(
+        "x",
+        [e["time"] for e in body["events"]],
+        [e["type"] for e in body["events"]],
+        [e["text"] for e in body["events"]],
+        [base64.b64decode(e["image"]) if e["image"] else None for e in body["events"]],
+    )
 
 
 @pytest.mark.slow
@@ -122,13 +142,7 @@ def test_prediction_equals_the_library(server):
     r = post(body)
     assert r.status_code == 200, r.text
     got = r.json()
-    seq = EventSequence(
-        "x",
-        [e["time"] for e in body["events"]],
-        [e["type"] for e in body["events"]],
-        [e["text"] for e in body["events"]],
-        [base64.b64decode(e["image"]) if e["image"] else None for e in body["events"]],
-    )
+    seq = sequence_of(body)
     want = Predictor(server, dtype="bfloat16").predict([seq], ["time", "type"], DecodeOptions())[0]
     assert got["type"] == want.type and got["invalid"] == want.invalid
     assert got["time"] == pytest.approx(want.time) if want.time is not None else got["time"] is None
@@ -145,6 +159,126 @@ def test_prediction_equals_the_library(server):
     assert set(event["properties"]) == {"time", "type", "text", "image"}
     assert body_schema["required"] == ["events"] and "$ref" not in str(body_schema)
     assert body_schema["properties"]["decode"]["default"]["samples"] == 8  # kept beside $ref
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_forecasts_are_valid_reproducible_and_equal_the_library(server):
+    body = {**history(), "steps": 3, "samples": 2, "seed": 7}
+    first, again = (post(body, path="/v1/forecast") for _ in range(2))
+    assert first.status_code == 200, first.text
+    got = first.json()
+    assert got == again.json()  # the same seed, the same continuations
+    other = post({**body, "seed": 8}, path="/v1/forecast").json()
+    assert other["continuations"] != got["continuations"]
+    last = body["events"][-1]["time"]
+    assert got["start"] == last and len(got["continuations"]) == 2
+    for sample in got["continuations"]:
+        times = [e["time"] for e in sample]
+        assert 1 <= len(sample) <= 3 and times == sorted(times) and times[0] >= last
+        assert all(0 <= e["type"] < NUM_TYPES and e["type_name"] for e in sample)
+        np.testing.assert_allclose(np.diff([last, *times]), [e["gap"] for e in sample])
+    assert [s["step"] for s in got["steps"]] == [1, 2, 3][: len(got["steps"])]
+    for step in got["steps"]:
+        q = [x["time"] for x in step["time_quantiles"]]
+        assert q == sorted(q) and sum(step["type_frequencies"]) == pytest.approx(1)
+    predictor = Predictor(server, dtype="bfloat16")
+    want = predictor.forecast([sequence_of(body)], steps=3, samples=2, seed=[7]).continuations
+    for s, sample in enumerate(got["continuations"]):
+        assert [e["type"] for e in sample] == want.types[0, s, : len(sample)].tolist()
+        np.testing.assert_allclose([e["time"] for e in sample], want.times[0, s, : len(sample)])
+    # until: no event after it; the step limit caps an open-ended forecast
+    until = last + 0.5
+    bounded = post({**history(), "until": until, "samples": 2}, path="/v1/forecast").json()
+    assert all(e["time"] <= until for c in bounded["continuations"] for e in c)
+    assert all(len(c) <= 6 for c in bounded["continuations"])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_predict_returns_sorted_quantiles_that_match_the_library(server):
+    body = {**history(), "quantiles": [0.05, 0.5, 0.95]}
+    r = post(body)
+    assert r.status_code == 200, r.text
+    got = r.json()["gap_quantiles"]
+    assert [q["level"] for q in got] == [0.05, 0.5, 0.95]
+    gaps = [q["gap"] for q in got]
+    assert gaps == sorted(gaps)
+    last = body["events"][-1]["time"]
+    assert [q["time"] for q in got] == pytest.approx([last + g for g in gaps])
+    predictor = Predictor(server, dtype="bfloat16")
+    seq = sequence_of(body)
+    want = predictor.gap_quantiles([seq], [0.05, 0.5, 0.95])[0]
+    np.testing.assert_allclose(gaps, want, rtol=1e-6)
+    exact = post({**body, "quantile_resolution": "exact"}).json()["gap_quantiles"]
+    want = predictor.gap_quantiles([seq], [0.05, 0.5, 0.95], exact=True)[0]
+    np.testing.assert_allclose([q["gap"] for q in exact], want, rtol=1e-6)
+    # both endpoints publish their request bodies
+    paths = httpx.get(f"{URL}/openapi.json").json()["paths"]
+    schema = paths["/v1/forecast"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"events", "steps", "until", "samples", "tasks", "seed"} <= set(schema["properties"])
+    assert "$ref" not in str(schema)
+    schema = paths["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"quantiles", "quantile_resolution"} <= set(schema["properties"])
+
+
+def forecast_body(**fields):
+    return {**history(4, image=False), "steps": 2, "samples": 2, **fields}
+
+
+def with_events(events, **fields):
+    return {"events": events, "steps": 2, "samples": 2, **fields}
+
+
+# case -> (body, status, the field the answer must name)
+BAD_FORECASTS = {
+    "steps 0": (forecast_body(steps=0), 422, "steps"),
+    "steps over the limit": (forecast_body(steps=7), 422, "steps"),
+    "samples over the limit": (forecast_body(samples=5), 422, "samples"),
+    "samples x steps over the limit": (forecast_body(steps=6, samples=3), 422, "samples"),
+    "neither steps nor until": (forecast_body(steps=None), 422, "until"),
+    "until before the last event": (forecast_body(until=0.1), 422, "until"),
+    "until beyond the horizon limit": (forecast_body(until=1e4), 422, "until"),
+    "unsorted events": (
+        with_events([{"time": 2.0, "type": 0}, {"time": 1.0, "type": 0}]),
+        422,
+        "events[1].time",
+    ),
+    "wrong types": (forecast_body(steps="many"), 422, "steps"),
+    "negative seed": (forecast_body(seed=-1), 422, "seed"),
+    "tasks without type": (forecast_body(tasks=["time"]), 422, "type"),
+    "summary level out of range": (forecast_body(summary_levels=[1.5]), 422, "summary_levels"),
+    "type out of range": (with_events([{"time": 0.0, "type": 99}]), 422, "events[0].type"),
+    "too many events": ({**history(51, image=False), "steps": 2, "samples": 2}, 413, "events"),
+    "text tokens over the limit": (forecast_body(max_text_tokens=1000), 422, "max_text_tokens"),
+    "oversized body": (
+        ('{"steps": 2, "events": [{"time": 0.0, "type": 0}]' + " " * 150_000 + "}").encode(),
+        413,
+        "body",
+    ),
+    "unknown field": (forecast_body(horizon=3), 422, "horizon"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("case", sorted(BAD_FORECASTS))
+def test_bad_forecasts_get_a_4xx_naming_the_field(server, case):
+    body, status, field = BAD_FORECASTS[case]
+    r = post(body, path="/v1/forecast")
+    assert r.status_code == status, r.text
+    assert field in str(r.json()["detail"])
+    assert post(forecast_body(), path="/v1/forecast").status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("quantiles", "field"), [([0.0, 0.5], "quantiles"), ([0.1] * 9, "quantiles")]
+)
+def test_bad_quantile_levels_are_refused(server, quantiles, field):
+    r = post({**history(4, image=False), "quantiles": quantiles})
+    assert r.status_code == 422 and field in str(r.json()["detail"])
 
 
 BAD = {
