@@ -54,6 +54,7 @@ class ModelCard(BaseModel):
     stage1_direction: Literal["forward", "backward"] = "forward"
     stage2_direction: Literal["forward", "backward"] = "backward"
     modalities: list[Literal["time", "type", "text", "image"]] = list(MODALITIES)
+    tasks: list[Literal["time", "type", "text"]] = ["time", "type", "text"]  # trained for
     image_min_pixels: int
     image_max_pixels: int
     prepared_fingerprint: str = ""

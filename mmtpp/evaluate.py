@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from mmtpp.baselines import Reference, baseline_columns, oracle_columns, oracle_history_curve
+from mmtpp.card import ModelCard
 from mmtpp.config import EvalConfig
 from mmtpp.events import read_info, split_of
+from mmtpp.forecast_eval import evaluate_forecasts
 from mmtpp.intervals import sqrt_of_mean
 from mmtpp.metrics import (
     bleu,
@@ -54,8 +56,6 @@ class EvalInputs:
 
 def check_inputs(model_dir: str | Path, prepared_dir: str | Path, dataset_root: str | Path):
     """Fail fast, before any Ray work, when an input is missing or of another version."""
-    from mmtpp.card import ModelCard
-
     PreparedData(prepared_dir).manifest()
     read_info(dataset_root)
     ModelCard.read(model_dir)
@@ -77,9 +77,14 @@ def run_predictions(inputs: EvalInputs, e: EvalConfig, out: Path, gpus: float = 
     chosen = test_targets(inputs.prepared, e.max_per_task)
     for seq_id, target in chosen:
         targets.setdefault(seq_id, []).append(int(target))
+    card = ModelCard.read(inputs.model_dir)
     request = PredictionRequest(
         model_dir=str(inputs.model_dir),
         options=e.decode_only(),
+        tasks=tuple(card.tasks),
+        forecast_steps=e.forecast_steps if e.forecast_targets else 0,
+        forecast_samples=e.forecast_samples,
+        forecast_targets=frozenset((s, int(t)) for s, t in chosen[: e.forecast_targets]),
         history_lengths=tuple(e.ppl_lengths) if e.ppl_targets else (),
         curve_targets=frozenset((s, int(t)) for s, t in chosen[: e.ppl_targets]),
         batch_size=e.batch_size,
@@ -305,6 +310,10 @@ def results_of(f: pd.DataFrame, context: dict[str, Any], e: EvalConfig) -> dict[
         "calibration": _calibration(f, bayes),
         "history_curve": _curve(f, list(e.ppl_lengths), context),
     }
+    if e.forecast_targets and e.forecast_steps:
+        out["forecast"] = evaluate_forecasts(
+            f, context["sequences"], ref, context["oracle"], e.forecast_steps, cost=e.otd_cost
+        )
     text = f[f["rouge_l"].notna()]
     if len(text):
         out["text"] = {

@@ -90,7 +90,9 @@ class Experiment:
         return load_config(self.base, overrides)
 
     def runs(self) -> list[tuple[str, int]]:
-        return [(v, s) for v in self.variants for s in self.seeds]
+        """Seed by seed: every variant of a seed before the next seed, so an experiment cut
+        short still has complete seeds to report."""
+        return [(v, s) for s in self.seeds for v in self.variants]
 
 
 def _override(key: str, value: Any) -> str:
@@ -128,8 +130,16 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     return report(exp)
 
 
+def _targets_path(exp: Experiment, variant: str, seed: int) -> Path:
+    return exp.output_dir / variant / f"seed{seed}" / "report" / "targets.parquet"
+
+
+def _done(exp: Experiment, variant: str, seed: int) -> bool:
+    return _targets_path(exp, variant, seed).is_file()
+
+
 def _targets(exp: Experiment, variant: str, seed: int) -> pd.DataFrame:
-    path = exp.output_dir / variant / f"seed{seed}" / "report" / "targets.parquet"
+    path = _targets_path(exp, variant, seed)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: run {variant} seed {seed} has no evaluation yet")
     return pd.read_parquet(path).set_index(["seq_id", "target"]).sort_index()
@@ -137,18 +147,22 @@ def _targets(exp: Experiment, variant: str, seed: int) -> pd.DataFrame:
 
 def report(exp: Experiment) -> dict[str, Any]:
     """Per variant and figure: the figure over seeds with its interval, and the paired
-    difference to the reference (on the targets both variants scored)."""
-    frames = {(v, s): _targets(exp, v, s) for v, s in exp.runs()}
+    difference to the reference (on the targets both variants scored), over the seeds whose
+    every variant is evaluated (an experiment cut short reports its complete seeds)."""
+    seeds = [s for s in exp.seeds if all(_done(exp, v, s) for v in exp.variants)]
+    if not seeds:
+        raise FileNotFoundError(f"{exp.output_dir}: no seed has every variant evaluated yet")
+    frames = {(v, s): _targets(exp, v, s) for s in seeds for v in exp.variants}
     table: dict[str, Any] = {}
     for name in exp.figures:
         fig = FIGURES[name]
         table[name] = {}
         for variant in exp.variants:
-            per_seed = [figure_values(name, frames[(variant, s)])[1] for s in exp.seeds]
+            per_seed = [figure_values(name, frames[(variant, s)])[1] for s in seeds]
             entry: dict[str, Any] = {"value": _interval(over_seeds, per_seed, stat=fig.stat)}
             if variant != exp.reference:
                 a, b = [], []
-                for s in exp.seeds:
+                for s in seeds:
                     mine, ref = frames[(variant, s)], frames[(exp.reference, s)]
                     shared = mine.index.intersection(ref.index)
                     rows = fig.rows(mine.loc[shared]) & fig.rows(ref.loc[shared])
@@ -159,7 +173,8 @@ def report(exp: Experiment) -> dict[str, Any]:
     result = {
         "experiment": exp.name,
         "reference": exp.reference,
-        "seeds": exp.seeds,
+        "seeds": seeds,
+        "seeds_planned": exp.seeds,
         "variants": exp.variants,
         "figures": table,
     }

@@ -319,6 +319,7 @@ class StageRecipe:
             stage1_direction=d.stage1_direction,
             stage2_direction=d.stage2_direction,
             modalities=m.modalities,
+            tasks=list(d.tasks),
             image_min_pixels=self.spec.min_pixels,
             image_max_pixels=self.spec.max_pixels,
             prepared_fingerprint=m.fingerprint,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mmtpp.forecast_eval import forecast_table, plot_forecasts
 from mmtpp.stats import grid_rules, rule_stats
 
 
@@ -167,6 +168,8 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(
             ", ".join(f"{s['mode']} Δ={s['delta']:g}: {s['events_per_budget']:.1f}" for s in epb)
         )
+    if r.get("forecast"):
+        lines += ["", forecast_table(r["forecast"])]
     return "\n".join(lines)
 
 
@@ -206,6 +209,8 @@ def plot(results: dict[str, Any], frame: pd.DataFrame, type_names: list[str], ou
     _pit_plot(plt, results["calibration"], out)
     if results.get("events_per_budget"):
         _budget_plot(plt, results["events_per_budget"], out)
+    if results.get("forecast"):
+        plot_forecasts(results["forecast"], out)
 
 
 def _gap_plot(plt, frame: pd.DataFrame, out: Path) -> None:

@@ -99,9 +99,13 @@ variants: {{a: {{}}, b: {{data.delta: 0}}}}
     with pytest.raises(KeyboardInterrupt):
         run_experiment(exp)
     assert len(calls) == 3
-    result = run_experiment(exp)  # runs 1 and 2 are finished: only 3 and 4 run
-    assert [c[1] for c in calls[3:]] == [0, 1] and len(calls) == 5
-    assert set(result["figures"]["time_nll"]) == {"a", "b"}
+    assert report(exp)["seeds"] == [0]  # cut short: the complete seed is reported
+    result = run_experiment(exp)  # seed 0 is finished: only seed 1's two runs again
+    assert [Path(c[0]).relative_to(exp.output_dir).as_posix() for c in calls[3:]] == [
+        "a/seed1",
+        "b/seed1",
+    ]
+    assert set(result["figures"]["time_nll"]) == {"a", "b"} and result["seeds"] == [0, 1]
     assert (exp.output_dir / "experiment.md").read_text().startswith("experiment exp")
     assert (exp.output_dir / "time_nll.png").is_file()
 
