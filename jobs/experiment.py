@@ -24,12 +24,19 @@ def main() -> int:
     )
     parser.add_argument("experiment", help="experiment YAML (see jobs/experiments/)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="run only these of the file's seeds (a slice)"
+    )
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="for every run")
     args = parser.parse_args()
     quiet_third_party()
     try:
         exp = Experiment.load(args.experiment, args.overrides)
+        if args.seeds:
+            if unknown := set(args.seeds) - set(exp.seeds):
+                raise ValueError(f"--seeds {sorted(unknown)} not among the file's {exp.seeds}")
+            exp.seeds = [s for s in exp.seeds if s in args.seeds]
         for variant, seed in exp.runs():
             exp.config(variant, seed)  # every run's config is valid before anything runs
         if args.report_only:
