@@ -117,10 +117,43 @@ class HawkesOracle(Oracle):
         return ContinuationSamples(start, *drawn)
 
 
-class RegimeOracle(Oracle):
+class PosteriorOracle(Oracle):
+    """An oracle whose next-event law for each target is an object with ``cdf(gaps)`` and
+    ``quantiles(levels)`` (``regime_filter.NextEvent``, ``profile_posterior.NextEvent``)."""
+
+    def _next_event(self, times: ArrayLike, types: ArrayLike, targets, history):
+        raise NotImplementedError
+
+    def gap_cdf(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        gaps: ArrayLike | None = None,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        if gaps is None:
+            gaps = self._true_gaps(times, targets)
+        return self._next_event(times, types, targets, history).cdf(gaps)
+
+    def gap_quantiles(
+        self,
+        times: ArrayLike,
+        types: ArrayLike,
+        levels: ArrayLike,
+        targets: ArrayLike | None = None,
+        history: int | None = None,
+    ) -> np.ndarray:
+        return self._next_event(times, types, targets, history).quantiles(levels)
+
+
+class RegimeOracle(PosteriorOracle):
     """The oracle of the regime-modulated Hawkes process (``mmtpp.regime``): forward filter."""
 
     kind = "regime"
+
+    def _next_event(self, times, types, targets, history):
+        return regime_filter.next_event(self.params, times, types, targets, history)
 
     def __init__(self, params: RegimeParams) -> None:
         self.params = params
@@ -158,30 +191,6 @@ class RegimeOracle(Oracle):
             for h in histories
         ]
 
-    def gap_cdf(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        gaps: ArrayLike | None = None,
-        targets: ArrayLike | None = None,
-        history: int | None = None,
-    ) -> np.ndarray:
-        if gaps is None:
-            gaps = self._true_gaps(times, targets)
-        return regime_filter.next_event(self.params, times, types, targets, history).cdf(gaps)
-
-    def gap_quantiles(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        levels: ArrayLike,
-        targets: ArrayLike | None = None,
-        history: int | None = None,
-    ) -> np.ndarray:
-        return regime_filter.next_event(self.params, times, types, targets, history).quantiles(
-            levels
-        )
-
     def continuations(
         self,
         times: ArrayLike,
@@ -203,11 +212,14 @@ class RegimeOracle(Oracle):
         return ContinuationSamples(start, *drawn)
 
 
-class ProfileOracle(Oracle):
+class ProfileOracle(PosteriorOracle):
     """The oracle of the profile process (``mmtpp.profile``): the posterior predictive of each
     sequence's own transition matrix and gap rates, in closed form."""
 
     kind = "profile"
+
+    def _next_event(self, times, types, targets, history):
+        return profile_posterior.next_event(self.params, times, types, targets, history)
 
     def __init__(self, params: ProfileParams) -> None:
         self.params = params
@@ -273,30 +285,6 @@ class ProfileOracle(Oracle):
             profile_posterior.bayes_predictions(self.params, times, types, h, targets, run=run)
             for h in histories
         ]
-
-    def gap_cdf(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        gaps: ArrayLike | None = None,
-        targets: ArrayLike | None = None,
-        history: int | None = None,
-    ) -> np.ndarray:
-        if gaps is None:
-            gaps = self._true_gaps(times, targets)
-        return profile_posterior.next_event(self.params, times, types, targets, history).cdf(gaps)
-
-    def gap_quantiles(
-        self,
-        times: ArrayLike,
-        types: ArrayLike,
-        levels: ArrayLike,
-        targets: ArrayLike | None = None,
-        history: int | None = None,
-    ) -> np.ndarray:
-        return profile_posterior.next_event(self.params, times, types, targets, history).quantiles(
-            levels
-        )
 
     def continuations(
         self,
