@@ -1,4 +1,4 @@
-"""Adaptive temporal similarity compression (SPEC §4), under three rules and a calibrated Δ.
+"""Adaptive temporal similarity compression (design §4), under three rules and a calibrated Δ.
 
 Event i is replaced by ``<|similar_event|>`` when it is *similar* to its reference, the previous
 event in scan order (compressed or not): its predecessor in a forward scan (pre-training; a run

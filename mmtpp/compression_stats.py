@@ -1,4 +1,4 @@
-"""Compression figures for a dataset under one rule (SPEC §4): events compressed, tokens per
+"""Compression figures for a dataset under one rule (design §4): events compressed, tokens per
 event and, above all, how many of the most recent events fit in a token budget with backward
 compression (the fine-tuning prompt's view) against none (``mmtpp.compression`` holds the
 rules and their masks).
@@ -16,7 +16,7 @@ from mmtpp.compression import CompressionRule, compressed_costs, events_in_budge
 
 @dataclass(frozen=True)
 class CompressionStats:
-    """Compression figures for one dataset under one rule (SPEC §4).
+    """Compression figures for one dataset under one rule (design §4).
 
     ``events_per_budget`` is the mean, over sequences, of the number of most recent events that
     fit in ``budget`` tokens with backward compression (the fine-tuning prompt's view), and

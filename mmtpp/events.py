@@ -1,4 +1,4 @@
-"""Event sequences, their Arrow schema, and event datasets on disk (SPEC §2).
+"""Event sequences, their Arrow schema, and event datasets on disk (design §2).
 
 A dataset is a directory::
 

@@ -24,7 +24,7 @@ indicator means). So the interval code takes per-target *contributions* ``values
 
 Missing values are errors, not silently dropped: NaN or ±inf contributions, fewer than two
 targets (or seeds), or mismatched shapes raise ``ValueError`` naming the problem (invalid
-predictions are counted upstream, SPEC §3). All resampling is seeded and vectorised (resamples
+predictions are counted upstream, design §3). All resampling is seeded and vectorised (resamples
 in chunks of about four million drawn indices).
 """
 

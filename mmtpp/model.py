@@ -1,4 +1,4 @@
-"""The Qwen2.5-VL model with LoRA adapters: build, extend, batch, save, reload, merge (SPEC §5–6).
+"""The Qwen2.5-VL model with LoRA adapters: build, extend, batch, save, reload, merge (design §5–6).
 
 The tiny model and a real 3B/7B checkpoint take the same path: the tiny one is built from the
 config, saved once as a Qwen2.5-VL checkpoint directory (``materialize_base``), and from then

@@ -247,7 +247,7 @@ class Renderer:
         ``rule`` in a scan in ``direction``, fits in ``budget`` tokens (and holds at most
         ``max_events``): returns ``(start, mask)``.
 
-        The last event before the target is never compressed (SPEC §4) nor the window's
+        The last event before the target is never compressed (design §4) nor the window's
         first event (it has no neighbour inside the window).
         """
         if not 1 <= target <= len(et):

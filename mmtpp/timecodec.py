@@ -1,4 +1,4 @@
-"""Time gaps as four byte tokens: IEEE-754 float32, big-endian (SPEC §3).
+"""Time gaps as four byte tokens: IEEE-754 float32, big-endian (design §3).
 
 A gap τ is written as its float32 bytes, most significant first, and each byte becomes one
 token ``<|byte_k|>``. Examples: 1.0 ↔ (63, 128, 0, 0); 5.3 ↔ (64, 169, 153, 154);
@@ -49,7 +49,7 @@ def float32_interval_width(gaps: ArrayLike) -> np.ndarray:
 
     A gap decoded from four bytes stands for every real number that rounds to that float32:
     halfway to the float below up to halfway to the float above, so a probability mass over
-    byte tokens becomes a density by dividing by this width (SPEC §7). At a power of two the
+    byte tokens becomes a density by dividing by this width (design §7). At a power of two the
     spacing below is half the spacing above (the cell is 0.75 ulp wide, not 1). A zero gap
     (tied times) holds only [0, half the smallest subnormal]: its density is degenerate, and
     evaluation reports such targets apart.

@@ -1,4 +1,4 @@
-"""The special tokens of SPEC §5 and the tokenizers that carry them.
+"""The special tokens of design §5 and the tokenizers that carry them.
 
 Two ways to get a tokenizer:
 
@@ -61,7 +61,7 @@ def byte_token(b: int) -> str:
 
 
 def mmtpp_tokens(num_types: int) -> list[str]:
-    """Every token mmtpp adds to a tokenizer, in a fixed order (SPEC §5)."""
+    """Every token mmtpp adds to a tokenizer, in a fixed order (design §5)."""
     if num_types < 1:
         raise ValueError(f"num_types must be >= 1, got {num_types}")
     return [

@@ -1,4 +1,4 @@
-"""Ray Serve application: HTTP endpoints over a trained MM-TPP adapter (SPEC §9;
+"""Ray Serve application: HTTP endpoints over a trained MM-TPP adapter (design §9;
 docs/serving.md).
 
     serve run serve/config.yaml                 # or: serve deploy serve/config.yaml

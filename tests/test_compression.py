@@ -36,7 +36,7 @@ deltas = st.sampled_from([0.0, 0.05, 0.2, 0.5, 1.0])
 
 
 def loop_mask(gaps, delta, direction, keep_last=False):
-    """SPEC §4 written as the scan it describes: the reference is the previous event in
+    """design §4 written as the scan it describes: the reference is the previous event in
     scan order, compressed or not."""
     n = len(gaps)
     mask = [False] * n

@@ -25,7 +25,7 @@ def renderer_for(tokenizer):
 
 
 def reference_event(seq, i, gap, tokenizer) -> str:
-    """SPEC §5's template, written out as a string, one event at a time."""
+    """design §5's template, written out as a string, one event at a time."""
     parts = ["<|start_of_event|><|time_start|>"]
     parts += [f"<|byte_{b}|>" for b in encode(gap)]
     parts += [f"<|time_end|><|type_start|><|type_{seq.type[i]}|><|type_end|>"]
