@@ -28,6 +28,11 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="report directory")
     parser.add_argument("--config", help="YAML config (only its eval section is used)")
     parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per prediction actor")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="recompute the figures from the predictions already in OUT (no prediction)",
+    )
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
     parser.add_argument("overrides", nargs="*", metavar="eval.key=value")
     args = parser.parse_args()
@@ -41,7 +46,15 @@ def main() -> int:
     try:
         check_inputs(args.model, args.prepared, args.dataset)
         connect_ray(args.address)
-        results = evaluate(args.model, args.prepared, args.dataset, args.out, e, gpus=args.gpus)
+        results = evaluate(
+            args.model,
+            args.prepared,
+            args.dataset,
+            args.out,
+            e,
+            gpus=args.gpus,
+            rescore=args.rescore,
+        )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

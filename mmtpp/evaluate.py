@@ -29,7 +29,7 @@ from mmtpp.forecast_eval import evaluate_forecasts
 from mmtpp.intervals import sqrt_of_mean
 from mmtpp.metrics import (
     bleu,
-    captured_of_means,
+    captured_with_interval,
     f1_counts,
     macro_f1_of_means,
     rouge_l_scores,
@@ -167,8 +167,8 @@ def _time(f: pd.DataFrame, ref: Reference, bayes: bool) -> dict[str, Any]:
     if bayes:
         rmse_cols = np.stack([sq["model"], sq["mean_gap"], sq["bayes"]], 1)
         mae_cols = np.stack([ab["model"], ab["median_gap"], ab["bayes"]], 1)
-        out["rmse_captured"] = with_interval(rmse_cols, lambda m: captured_of_means(np.sqrt(m)))
-        out["mae_captured"] = with_interval(mae_cols, captured_of_means)
+        out["rmse_captured"] = captured_with_interval(rmse_cols, root=True)
+        out["mae_captured"] = captured_with_interval(mae_cols)
     return out
 
 
@@ -191,7 +191,7 @@ def _type(f: pd.DataFrame, ref: Reference, k: int, bayes: bool) -> dict[str, Any
     }
     if bayes:
         cols = np.stack([hits["model"], hits["majority"], hits["bayes"]], 1)
-        out["accuracy_captured"] = with_interval(cols, captured_of_means)
+        out["accuracy_captured"] = captured_with_interval(cols)
     return out
 
 
@@ -219,7 +219,7 @@ def _likelihood(f: pd.DataFrame, bayes: bool) -> dict[str, Any]:
             res["zero_gaps_excluded"] = int((~time_ok).sum())
         if bayes:
             res["bayes"] = with_interval(values[:, 2])
-            res["captured"] = with_interval(values, captured_of_means)
+            res["captured"] = captured_with_interval(values)
         out[task] = res
     g = f[time_ok]
     joint = {
@@ -332,9 +332,14 @@ def evaluate(
     e: EvalConfig | None = None,
     config: dict | None = None,
     gpus: float = 0.0,
+    rescore: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a trained model on the prepared test split (on the connected Ray cluster);
-    writes ``targets.parquet``, ``results.json``, ``results.md`` and plots to ``out_dir``."""
+    writes ``targets.parquet``, ``results.json``, ``results.md`` and plots to ``out_dir``.
+
+    ``rescore``: recompute the figures from the predictions already in ``out_dir`` (after a
+    change to how figures are computed) instead of predicting; those predictions are used as
+    they are, whatever code or options made them."""
     from mmtpp.image_evidence import image_evidence
     from mmtpp.report import card_renderer, events_per_budget, format_table, plot
 
@@ -342,7 +347,12 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     inputs = EvalInputs(Path(model_dir), PreparedData(prepared_dir), Path(dataset_root))
-    predictions = run_predictions(inputs, e, out, gpus)
+    if rescore:
+        predictions = out / "predictions"
+        if not predictions.is_dir():
+            raise FileNotFoundError(f"{predictions}: no predictions to rescore")
+    else:
+        predictions = run_predictions(inputs, e, out, gpus)
     frame, context = target_frame(inputs, predictions)
     frame.to_parquet(out / TARGETS_FILE, index=False)
     results = results_of(frame, context, e)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmtpp.intervals import Statistic, bootstrap_ci, sqrt_of_mean
+from mmtpp.intervals import Statistic, bootstrap_ci, paired_difference, sqrt_of_mean
 
 # --- plain definitions --------------------------------------------------------------------
 
@@ -84,14 +84,6 @@ def captured_of_means(means: np.ndarray) -> np.ndarray:
     return (base - model) / (base - best)
 
 
-def captured(model: float, baseline: float, optimal: float) -> float | None:
-    """Fraction of the baseline → Bayes-optimal improvement the model captures; None when
-    the baseline is within 1% of the optimum (the fraction would be noise over a tiny gap)."""
-    if abs(baseline - optimal) <= 0.01 * abs(baseline):
-        return None
-    return float((baseline - model) / (baseline - optimal))
-
-
 # --- figures with intervals ---------------------------------------------------------------
 
 
@@ -107,6 +99,23 @@ def with_interval(values: np.ndarray, stat: Statistic | None = None, seed: int =
     if not np.isfinite([ci.estimate, ci.low, ci.high]).all():
         return None
     return ci.to_dict()
+
+
+def captured_with_interval(columns: np.ndarray, root: bool = False) -> dict | None:
+    """The captured fraction (``captured_of_means``) of columns (model, baseline, optimum)
+    with its interval, or None when the baseline is not clearly worse than the optimum (the
+    95% interval of baseline − optimum, paired on the targets, reaches 0): the fraction would
+    divide by noise. ``root``: the columns are squared errors and the figure is an RMSE."""
+    columns = np.asarray(columns, dtype=np.float64)
+    if columns.shape[0] < 2:
+        return None
+    stat = sqrt_of_mean if root else None
+    margin = paired_difference(columns[:, 1], columns[:, 2], stat)
+    if min(abs(margin.low), abs(margin.high)) == 0 or margin.low * margin.high <= 0:
+        return None
+    if root:
+        return with_interval(columns, lambda m: captured_of_means(np.sqrt(m)))
+    return with_interval(columns, captured_of_means)
 
 
 @dataclass(frozen=True)

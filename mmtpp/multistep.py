@@ -299,13 +299,14 @@ def otd_scores(
     forecast: Continuations, truth: Continuations, horizon: ArrayLike, cost: float
 ) -> OTDScores:
     """OTD between each sampled continuation (and the point forecast) and the truth, both cut
-    to the window [start, start + horizon] of their history (``horizon`` scalar or [H])."""
+    to the window [start, start + horizon] of their history (``horizon`` scalar or [H]; inf:
+    no window, all K events of each side)."""
     if truth.samples != 1 or truth.histories != forecast.histories:
         raise ValueError(
             f"otd_scores: truth must be [{forecast.histories}, 1, K'], got {truth.times.shape}"
         )
     width = np.broadcast_to(np.asarray(horizon, dtype=np.float64), (forecast.histories,))
-    if not np.all(np.isfinite(width) & (width > 0)):
+    if not np.all(width > 0):  # inf: no window, every event of both sides counts
         raise ValueError(f"otd_scores: horizon must be > 0, got {width[~(width > 0)][:3]}")
     point = point_forecast(forecast)
     ends = forecast.start + width
@@ -321,10 +322,11 @@ def otd_scores(
         point_otd[h] = otd(t, k, true_t, true_k, cost)
     full = forecast.lengths == forecast.steps
     last = forecast.times[:, :, -1] if forecast.steps else np.full(full.shape, np.nan)
-    incomplete_samples = (full & (last < ends[:, None])).sum(axis=1)
+    windowed = np.isfinite(ends)
+    incomplete_samples = (full & (last < ends[:, None]) & windowed[:, None]).sum(axis=1)
     true_full = truth.lengths[:, 0] == truth.steps
     true_last = truth.times[:, 0, -1] if truth.steps else np.full(truth.histories, np.nan)
-    incomplete_truth = true_full & (true_last < ends)
+    incomplete_truth = true_full & (true_last < ends) & windowed
     return OTDScores(
         per_sample, per_sample.mean(axis=1), point_otd, incomplete_samples, incomplete_truth
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,11 +237,12 @@ def fit_peer(
     val: Sequence[Events],
     num_types: int,
     settings: PeerSettings | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Peer:
     """Train EasyTPP's ``name`` on ``train`` (absolute times in the dataset's unit, types in
     [0, num_types)) with its loss and Adam; keep the epoch with the best joint NLL on ``val``
     (the last epoch when ``val`` holds no event to predict). Seeded: one seed gives the same
-    model on a CPU."""
+    model on a CPU. ``log``: called with one line per epoch (NLLs per event, seconds)."""
     import torch
 
     settings = settings or PeerSettings()
@@ -292,6 +293,12 @@ def fit_peer(
             else None
         )
         history.append((total / max(events, 1) + shift, val_nll))
+        if log is not None:
+            shown = f"{val_nll:.4f}" if val_nll is not None else "—"
+            log(
+                f"  {name} epoch {epoch + 1}/{settings.epochs}: train NLL "
+                f"{history[-1][0]:.4f}, val NLL {shown} ({time.perf_counter() - start:.0f} s)"
+            )
         score = val_nll if val_nll is not None else -epoch  # no val: keep the last epoch
         if score < best[0]:
             best = (score, epoch, copy.deepcopy(model.state_dict()))

@@ -71,6 +71,7 @@ from mmtpp.peer_models import (
     pad_batch,
     window_features,
 )
+from mmtpp.progress import say
 from mmtpp.shards import sample_targets
 from mmtpp.validation import read_sequences
 
@@ -372,7 +373,9 @@ def run_peers(
         "peers": {},
     }
     for name in names:
-        peer = fit_peer(name, by_split["train"], by_split["val"], info.num_types, settings)
+        say(f"peer {name}: training on {len(by_split['train'])} sequences")
+        peer = fit_peer(name, by_split["train"], by_split["val"], info.num_types, settings, say)
+        say(f"peer {name}: scoring {len(targets)} targets")
         start = time.perf_counter()
         scores = score_targets(peer, sequences, targets)
         out["peers"][name] = {

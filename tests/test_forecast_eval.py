@@ -64,7 +64,7 @@ def test_a_perfect_forecast_and_repeat_last_by_hand(regular):
     assert ref.mean_gap == 1.0
     frame = frame_of([*perfect_rows(sequences, targets), {"seq_id": "s0", "target": 7}])
     r = evaluate_forecasts(frame, sequences, ref, None, STEPS, seed=0)
-    assert r["targets"] == 8 and r["otd_cost"] == 1.0 and r["horizon"] == 3.0
+    assert r["targets"] == 8 and r["otd_cost"] == 1.0 and r["horizon"] is None
     assert r["invalid_draws"] == {"not_a_byte_token": 8}
     model = r["forecasters"]["mmtpp"]
     for k in range(STEPS):
@@ -81,11 +81,14 @@ def test_a_perfect_forecast_and_repeat_last_by_hand(regular):
     # (t+1, a), (t+2, a), (t+3, a): type a pairs t+2 and deletes two (2C), type b inserts
     # two (2C): OTD = 4 with C = 1
     assert rep["otd"]["otd"]["estimate"] == 4.0
-    # a forecast far in the future leaves the window empty: C per true event, whatever it is
-    far = perfect_rows(sequences, targets)
-    for row in far:
-        row["forecast_times"] = [[t + 1e6 for t in c] for c in row["forecast_times"]]
-    late = evaluate_forecasts(frame_of(far), sequences, ref, None, STEPS)["forecasters"]["mmtpp"]
+    # a forecast far in the future: on the next K events, each true event deleted and each
+    # forecast one inserted (2C per event); on a window, it leaves the window empty (C per
+    # true event, whatever it is)
+    far = frame_of(perfect_rows(sequences, targets))
+    far["forecast_times"] = [[[t + 1e6 for t in c] for c in f] for f in far["forecast_times"]]
+    late = evaluate_forecasts(far, sequences, ref, None, STEPS)["forecasters"]["mmtpp"]
+    assert late["otd"]["otd"]["estimate"] == 6.0
+    late = evaluate_forecasts(far, sequences, ref, None, STEPS, horizon=3.0)["forecasters"]["mmtpp"]
     assert late["otd"]["otd"]["estimate"] == 3.0 and late["window_events"]["estimate"] == 0.0
     paired = r["paired"]["repeat_last"]["otd"]
     assert (paired["estimate"], paired["low"], paired["high"]) == (-4.0, -4.0, -4.0)
@@ -156,13 +159,14 @@ def test_the_true_process_joins_on_synthetic_data_and_the_report_shows_it(tmp_pa
         )
     r = evaluate_forecasts(frame_of(rows), sequences, ref, oracle, STEPS, cost=2.0, seed=0)
     assert set(r["forecasters"]) == {"mmtpp", "poisson", "repeat_last", "true_process"}
-    assert r["otd_cost"] == 2.0 and r["horizon"] == pytest.approx(STEPS * ref.mean_gap)
+    assert r["otd_cost"] == 2.0 and r["horizon"] is None  # default: OTD on the next K events
     gap = r["paired"]["true_process"]["otd"]
     assert gap["low"] <= 0 <= gap["high"]  # the same process: no difference detected
     json.dumps(r)  # JSON-able as evaluation writes it
     table = forecast_table(r)
     for label in ("mmtpp", "Poisson", "repeat last", "true process", "MAE k=1", "OTD"):
         assert label in table
+    assert f"on the next {STEPS} events" in table and "events in window" not in table
     paths = plot_forecasts(r, tmp_path)
     assert [p.name for p in paths] == ["forecast_horizon.png", "forecast_otd.png"]
     assert all(p.stat().st_size > 1000 for p in paths)

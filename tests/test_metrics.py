@@ -6,8 +6,8 @@ from mmtpp.metrics import (
     FIGURES,
     accuracy,
     bleu,
-    captured,
     captured_of_means,
+    captured_with_interval,
     f1_counts,
     macro_f1,
     macro_f1_of_means,
@@ -33,10 +33,21 @@ def test_metrics_against_hand_computed_values():
     assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)
     # every n-gram matches; 4 words for a 5-word reference: brevity penalty e^(1 - 5/4)
     assert bleu(["a b c d"], ["a b c d e"]) == pytest.approx(np.exp(1 - 5 / 4))
-    assert captured(model=5.0, baseline=6.0, optimal=4.0) == 0.5
-    assert captured(1.0, 2.0, 2.0) is None
-    assert captured(3.0, 2.03, 2.024) is None  # a 0.3% gap: no meaningful fraction
     assert captured_of_means(np.array([5.0, 6.0, 4.0])) == 0.5
+
+
+def test_a_captured_fraction_needs_a_baseline_clearly_worse_than_the_optimum():
+    rng = np.random.default_rng(0)
+    best = rng.exponential(1.0, 2000)
+    model = best + rng.exponential(0.5, 2000)
+    worse = best + rng.exponential(1.0, 2000)
+    res = captured_with_interval(np.stack([model, worse, best], 1))
+    assert res is not None and res["low"] < 0.5 < res["high"]  # (1 - 0.5) / 1
+    # a baseline as good as the optimum up to noise (e.g. the median gap under MAE): no fraction
+    level = best + rng.normal(0.0, 0.01, 2000)
+    assert captured_with_interval(np.stack([model, level, best], 1)) is None
+    squared = np.stack([model, worse, best], 1) ** 2
+    assert captured_with_interval(squared, root=True) is not None
 
 
 def test_macro_f1_from_per_target_counts_has_an_interval():

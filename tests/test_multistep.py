@@ -88,6 +88,9 @@ def test_otd_scores_per_sample_point_and_incomplete_windows():
     short = otd_scores(hand_forecast(), truth, horizon=4.5, cost=1.0)  # window [3, 7.5]
     assert short.samples[0].tolist() == pytest.approx([1.5, 2.5, 3.0])
     assert short.incomplete_samples.tolist() == [0] and not short.incomplete_truth[0]
+    unbounded = otd_scores(hand_forecast(), truth, horizon=np.inf, cost=1.0)  # next K events
+    assert unbounded.samples[0].tolist() == pytest.approx([2.5, 2.5, 4.0])
+    assert unbounded.incomplete_samples.tolist() == [0] and not unbounded.incomplete_truth[0]
 
 
 def test_continuations_round_trip_through_nested_lists():

@@ -239,3 +239,35 @@ def test_run_peers_trains_on_the_split_and_scores_the_targets(easy_tpp, tmp_path
     assert summary["targets"] == len(targets)
     assert summary["joint_nll"] == pytest.approx(np.mean(result["scores"]["joint_nll"]))
     assert 0.0 <= summary["accuracy"] <= 1.0
+
+
+def test_the_comparison_table_is_paired_on_the_targets_every_row_has():
+    from mmtpp.peer_compare import table
+
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = {"gap": rng.exponential(1.0, n), "type": rng.integers(0, 3, n).astype(float)}
+
+    def row(noise):
+        return {
+            "time_nll": rng.normal(1.0, 0.5, n) + noise,
+            "type_nll": rng.normal(1.0, 0.1, n),
+            "pred_gap": truth["gap"] + rng.normal(0.0, 0.3, n),
+            "pred_type": truth["type"].copy(),
+        }
+
+    ours = row(0.0)
+    ours["time_nll"][:10] = np.nan  # e.g. zero gaps: no density
+    peer = {k: v.copy() for k, v in ours.items()}
+    peer["time_nll"] = np.where(np.isnan(ours["time_nll"]), np.nan, ours["time_nll"] + 0.25)
+    baseline = row(2.0) | {"pred_type": np.full(n, np.nan)}  # no type prediction
+    res = table({"mmtpp": ours, "peer": peer, "baseline": baseline}, truth)
+    assert res["targets"]["time NLL"] == n - 10 and res["targets"]["type NLL"] == n
+    assert "type accuracy" not in res["figures"]["baseline"]
+    diff = res["versus_mmtpp"]["peer"]
+    assert diff["time NLL"]["estimate"] == pytest.approx(0.25)
+    assert diff["time NLL"]["high"] - diff["time NLL"]["low"] < 1e-9  # a constant shift
+    assert diff["type NLL"] == {**diff["type NLL"], "estimate": 0.0, "low": 0.0, "high": 0.0}
+    rmse = res["figures"]["mmtpp"]["gap RMSE"]["estimate"]
+    assert rmse == pytest.approx(np.sqrt(np.mean((ours["pred_gap"] - truth["gap"]) ** 2)))
+    assert res["figures"]["mmtpp"]["type accuracy"]["estimate"] == 1.0

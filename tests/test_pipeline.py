@@ -69,3 +69,29 @@ def test_pipeline_end_to_end_reports_every_figure_and_skips_finished_steps(
     out = capsys.readouterr().out
     assert "prepare: reusing" in out and "predict: reusing" in out
     assert "stage 1: already trained" in out and "stage 2: already trained" in out
+
+    # figures recomputed from the saved predictions, without predicting
+    from mmtpp.evaluate import evaluate
+
+    run = tmp_path / "run"
+    (report / "results.json").unlink()
+    again = evaluate(
+        run / "stage2" / "model", run / "prepared", run / "data", report, cfg.eval, rescore=True
+    )
+    assert again["type"] == results["type"] and (report / "results.json").is_file()
+    with pytest.raises(FileNotFoundError, match="no predictions to rescore"):
+        evaluate(
+            run / "stage2" / "model", run / "prepared", run / "data", tmp_path / "x", rescore=True
+        )
+
+    # EasyTPP's peers on exactly the targets this evaluation scored (jobs/peers.py)
+    pytest.importorskip("easy_tpp")
+    from mmtpp.peer_compare import compare, format_comparison
+    from mmtpp.peer_models import PeerSettings
+
+    fast = PeerSettings(epochs=1, hidden_size=8, thinning_samples=5, thinning_draws=20)
+    res = compare(tmp_path / "run" / "prepared", report, ["IntensityFree"], fast)
+    assert res["scored"] == 6 and set(res["figures"]) >= {"mmtpp", "IntensityFree"}
+    ours = res["figures"]["mmtpp"]["type accuracy"]["estimate"]
+    assert ours == pytest.approx(results["type"]["accuracy"]["model"]["estimate"])
+    assert "IntensityFree" in res["versus_mmtpp"] and "IntensityFree" in format_comparison(res)
