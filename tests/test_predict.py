@@ -352,3 +352,32 @@ def test_a_checkpoint_generation_config_does_not_leak_into_decoding(trained, tmp
                 logits = p.model(**rows).logits[0, -1]
             assert token == int(logits.argmax()), (token, int(logits.argmax()))
             ids.append(token)
+
+
+def test_prompts_follow_the_cards_calibrated_rule(trained, predictor, tmp_path):
+    """An adapter prepared with compression=auto records its calibrated relative Δ in its
+    card; the Predictor (and so Serve, which builds one per replica) compresses with it."""
+    from mmtpp.compression import CompressionRule, mask
+
+    configured, seqs = predictor
+    model_dir, image_root, _ = trained
+    shutil.copytree(model_dir, tmp_path / "model")
+    meta_file = tmp_path / "model" / "mmtpp_model.json"
+    card = json.loads(meta_file.read_text())
+    calibrated = {"mode": "relative", "delta": 0.7, "keep_type": False, "calibrated_to": "gain=2"}
+    meta_file.write_text(json.dumps({**card, "compression": calibrated}))
+    auto = Predictor(tmp_path / "model", image_root=image_root)
+    assert auto.rule == CompressionRule("relative", 0.7)
+    differ = 0
+    for seq, ours, theirs in zip(
+        seqs,
+        auto.prompts(seqs, "type", DecodeOptions()),
+        configured.prompts(seqs, "type", DecodeOptions()),
+        strict=True,
+    ):
+        start = len(seq) - ours.history_events
+        expected = mask(auto.rule, seq.gaps, seq.type, auto.direction)[start:]
+        expected[[0, -1]] = False
+        assert ours.compressed_events == expected.sum()
+        differ += ours.input_ids != theirs.input_ids
+    assert differ == len(seqs)  # another Δ, another prompt: the card's rule is what counts

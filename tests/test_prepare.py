@@ -144,6 +144,26 @@ def test_run_prepare_end_to_end(ray_local, dataset, tmp_path):
 
 
 @pytest.mark.ray
+def test_auto_compression_calibrates_delta_and_records_it(ray_local, dataset, tmp_path):
+    from mmtpp.prepare import run_prepare
+
+    root, _, _ = dataset
+    cfg = load_config(
+        overrides=[
+            "data.budget=512",
+            "data.targets_per_sequence=3",
+            "data.compression=auto",
+            "data.compression_target=fraction=0.5",
+        ]
+    )
+    m = run_prepare(cfg, root, tmp_path / "p").manifest
+    assert m.compression.mode == "relative" and m.compression.calibrated_to == "fraction=0.5"
+    assert m.compression.delta > 0 and m.compression.delta != cfg.data.delta
+    assert m.calibration["rule"]["delta"] == m.compression.delta
+    assert abs(m.calibration["achieved"] - 0.5) < 0.1  # half the training events compressed
+
+
+@pytest.mark.ray
 def test_run_prepare_quarantines_and_counts_every_sequence(ray_local, dataset, tmp_path):
     from mmtpp.events import write_dataset
     from mmtpp.prepare import run_prepare

@@ -6,6 +6,7 @@ from conftest import make_dataset
 from mmtpp.card import ModelCard
 from mmtpp.compression import CompressionRule
 from mmtpp.config import load_config
+from mmtpp.prepared import PreparedData
 from mmtpp.recipe import StepHook
 
 
@@ -58,6 +59,7 @@ def test_two_stages_on_two_workers_loss_falls_and_merges(prepared):
     assert len(val) == 3 and val[-1] < val[0], val
     card = ModelCard.read(second.model_dir)
     assert card.stage == 2 and card.rule == CompressionRule("absolute", 0.2)
+    assert card.compression == PreparedData(data).manifest().compression  # prompts follow it
     merged = merge(second.model_dir, tmp / "merged")
     Qwen2_5_VLForConditionalGeneration.from_pretrained(merged)
 
