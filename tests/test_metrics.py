@@ -46,6 +46,8 @@ def test_a_captured_fraction_needs_a_baseline_clearly_worse_than_the_optimum():
     # a baseline as good as the optimum up to noise (e.g. the median gap under MAE): no fraction
     level = best + rng.normal(0.0, 0.01, 2000)
     assert captured_with_interval(np.stack([model, level, best], 1)) is None
+    close = best + np.abs(rng.normal(0.0, 0.001, 2000))  # clearly worse, by 0.1%: no fraction
+    assert captured_with_interval(np.stack([model, close, best], 1)) is None
     squared = np.stack([model, worse, best], 1) ** 2
     assert captured_with_interval(squared, root=True) is not None
 
