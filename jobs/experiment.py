@@ -7,7 +7,9 @@ pipeline, reported with 95% intervals and paired differences to a reference vari
         python jobs/experiment.py jobs/experiments/paper_ablations.yaml
 
 Finished runs are skipped, so an interrupted experiment continues where it stopped. The report
-(experiment.json, experiment.md, one plot per figure) lands in the file's output_dir.
+(experiment.json, experiment.md, one plot per figure) lands in the file's report_dir (default:
+its output_dir). Experiment files that share an output_dir share identical runs (a variant of
+the same name and config is finished already).
 """
 
 import argparse
@@ -47,8 +49,8 @@ def main() -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print((exp.output_dir / "experiment.md").read_text())
-    print(f"report in {exp.output_dir} ({len(result['variants'])} variants)")
+    print((exp.report_path / "experiment.md").read_text())
+    print(f"report in {exp.report_path} ({len(result['variants'])} variants)")
     return 0
 
 

@@ -42,6 +42,14 @@ class Experiment:
     reference: str
     overrides: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=lambda: list(FIGURES))
+    # where experiment.json/.md and the plots go (default: output_dir). Experiments that
+    # share an output_dir share their identical runs (same variant name, same config: the
+    # run is finished already) and keep their reports apart with their own report_dir.
+    report_dir: Path | None = None
+
+    @property
+    def report_path(self) -> Path:
+        return self.report_dir or self.output_dir
 
     @classmethod
     def load(cls, path: str | Path, extra: list[str] | None = None) -> Experiment:
@@ -56,6 +64,7 @@ class Experiment:
             "reference",
             "overrides",
             "figures",
+            "report_dir",
         }
         if unknown := set(spec) - known:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(known)}")
@@ -81,6 +90,7 @@ class Experiment:
             reference=reference,
             overrides=[*spec.get("overrides", []), *(extra or [])],
             figures=figures,
+            report_dir=Path(spec["report_dir"]) if spec.get("report_dir") else None,
         )
 
     def config(self, variant: str, seed: int) -> Config:
@@ -178,10 +188,11 @@ def report(exp: Experiment) -> dict[str, Any]:
         "variants": exp.variants,
         "figures": table,
     }
-    exp.output_dir.mkdir(parents=True, exist_ok=True)
-    (exp.output_dir / "experiment.json").write_text(json.dumps(result, indent=2) + "\n")
-    (exp.output_dir / "experiment.md").write_text(format_report(result) + "\n")
-    plot_report(result, exp.output_dir)
+    out = exp.report_path
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "experiment.md").write_text(format_report(result) + "\n")
+    plot_report(result, out)
     return result
 
 

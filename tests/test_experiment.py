@@ -136,3 +136,38 @@ variants: {{a: {{}}, same: {{}}, other: {{data.delta: 0}}}}
             > per_variant["other"]["vs_reference"]["low"]
         )
     assert result["figures"]["time_rmse"]["a"]["value"]["method"] == "percentile bootstrap"
+
+
+def test_experiments_sharing_an_output_dir_share_identical_runs(tmp_path, monkeypatch):
+    import mmtpp.pipeline
+
+    def spec(name, variants, report_dir=""):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"""
+base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
+output_dir: {tmp_path / "out"}
+{report_dir}
+variants: {variants}
+"""
+        )
+        return path
+
+    calls = []
+
+    def fake_pipeline(config):
+        calls.append(Path(config.output_dir).name + "@" + Path(config.output_dir).parent.name)
+        report_dir = Path(config.output_dir) / "report"
+        report_dir.mkdir(parents=True)
+        _fake_targets(np.random.default_rng(config.seed)).to_parquet(report_dir / "targets.parquet")
+
+    monkeypatch.setattr(mmtpp.pipeline, "run_pipeline", fake_pipeline)
+    first = Experiment.load(spec("first", "{a: {}, b: {data.delta: 0}}"))
+    run_experiment(first)
+    second = Experiment.load(
+        spec("second", "{a: {}, c: {data.delta: 0.5}}", f"report_dir: {tmp_path / 'second'}")
+    )
+    run_experiment(second)
+    assert calls == ["seed0@a", "seed0@b", "seed0@c"]  # a: the same run, not run again
+    assert (tmp_path / "out" / "experiment.md").read_text().startswith("experiment first")
+    assert (tmp_path / "second" / "experiment.md").read_text().startswith("experiment second")
