@@ -6,13 +6,26 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import is_hypothesis_test, settings
 
 from mmtpp.tokens import train_tokenizer
 
 # Property tests check correctness, not speed: a loaded CI machine must not fail them on time.
 settings.register_profile("mmtpp", deadline=None)
 settings.load_profile("mmtpp")
+
+
+
+@pytest.fixture(autouse=True)
+def ieee_floats(request):
+    """Property tests and tests marked ``ieee`` run with IEEE subnormals. Training, peers and
+    the Predictor flush denormals for speed, and that switch is process-wide: a test that ran
+    earlier in the same process must not leave hypothesis unable to draw subnormal floats."""
+    if is_hypothesis_test(request.function) or request.node.get_closest_marker("ieee"):
+        import torch
+
+        torch.set_flush_denormal(False)
+
 
 NUM_TYPES = 4
 WORDS = [

@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -23,12 +22,8 @@ from mmtpp.compression_stats import compression_stats
 from mmtpp.hawkes import simulate
 from mmtpp.sources.synthetic_processes import default_hawkes
 
-
-@pytest.fixture(autouse=True, scope="module")
-def ieee_subnormals():
-    """Other tests (and Ray workers) flush denormals for speed; these check exact IEEE
-    behaviour, subnormals included."""
-    torch.set_flush_denormal(False)
+# Exact IEEE behaviour, subnormals included (conftest switches off the flush other tests set).
+pytestmark = pytest.mark.ieee
 
 
 gap_arrays = arrays(np.float64, st.integers(0, 60), elements=st.floats(0, 3, width=32))

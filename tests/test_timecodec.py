@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -8,12 +7,8 @@ from hypothesis.extra.numpy import arrays
 from mmtpp import timecodec
 from mmtpp.timecodec import ByteTokenCodec, decode, encode
 
-
-@pytest.fixture(autouse=True, scope="module")
-def ieee_subnormals():
-    """Other tests (and Ray workers) flush denormals for speed; these check exact IEEE
-    behaviour, subnormals included."""
-    torch.set_flush_denormal(False)
+# Exact IEEE behaviour, subnormals included (conftest switches off the flush other tests set).
+pytestmark = pytest.mark.ieee
 
 
 # Byte token ids deliberately not contiguous and not starting at 0.
