@@ -29,7 +29,7 @@ distribution conditioned on a valid token at every step: the distribution whose 
 (seed_h, s), so it does not depend on the other histories of the call, on ``max_rows`` or on
 key/value-cache reuse (up to the float rounding of the logits).
 
-**Cost**: the prompts live in a ``generation.PromptCache``. Appending an event changes a
+**Cost**: the prompts live in a ``prompt_cache.PromptCache``. Appending an event changes a
 prompt from the previous last event on (the backward scan may now compress it) or, when the
 window slides, from its start; the cache keeps each row's common prefix and feeds the rest, and
 encodes afresh the rows whose window slid. A step costs that update, five one-token calls for
@@ -51,10 +51,10 @@ from numpy.typing import ArrayLike
 from mmtpp.distribution import NEGATIVE_FIRST_BYTE, TOP_FIRST_BYTE
 from mmtpp.events import EventSequence
 from mmtpp.eventtokens import EventTokens
-from mmtpp.generation import PromptCache
 from mmtpp.images import read_bytes
 from mmtpp.multistep import NO_TYPE, Continuations
 from mmtpp.parsing import NOT_A_TYPE
+from mmtpp.prompt_cache import PromptCache
 from mmtpp.templates import SHORT_RESPONSE_ROOM
 from mmtpp.timecodec import NEGATIVE, NOT_A_BYTE, NOT_FINITE, decode
 from mmtpp.tokens import TASKS

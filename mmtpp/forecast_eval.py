@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mmtpp.baseline_forecasts import poisson_forecast, repeat_last_forecast
 from mmtpp.baselines import Reference
 from mmtpp.events import EventSequence
 from mmtpp.intervals import Interval, paired_difference
@@ -51,8 +52,6 @@ from mmtpp.multistep import (
     HorizonErrors,
     horizon_errors,
     otd_scores,
-    poisson_forecast,
-    repeat_last_forecast,
     truth_after,
 )
 from mmtpp.oracle import Oracle

@@ -1,4 +1,4 @@
-"""Multi-step forecasts: sampled continuations, how far they are from the truth, baselines.
+"""Multi-step forecasts: sampled continuations and how far they are from the truth.
 
 A forecast is S sampled continuations of up to K events after each of H histories
 (``Continuations``: absolute times and types, padded past each continuation's end); the
@@ -15,8 +15,7 @@ truth is the same structure with one sample. Two views of the error:
   recommended choice (an event is worth matching when it is off by less than two typical
   gaps); OTD grows with C and the window, so compare forecasters at the same C and horizon.
 
-Baselines with the same output: a Poisson process at the training rate with types drawn at
-their training frequencies (seeded), and "repeat the last gap and type".
+Baseline forecasters with the same output are in ``mmtpp.baseline_forecasts``.
 """
 
 from __future__ import annotations
@@ -335,78 +334,3 @@ def otd_scores(
 def _window(times: np.ndarray, types: np.ndarray, end: float) -> tuple[np.ndarray, np.ndarray]:
     keep = times <= end
     return times[keep], types[keep]
-
-
-# --- baseline forecasters -----------------------------------------------------------------
-
-
-def _last_events(histories: Sequence[EventSequence]) -> tuple[np.ndarray, np.ndarray]:
-    for seq in histories:
-        if len(seq) == 0:
-            raise ValueError(f"forecast: history of sequence {seq.seq_id} is empty")
-    start = np.array([seq.time[-1] for seq in histories], dtype=np.float64)
-    last_type = np.array([seq.type[-1] for seq in histories], dtype=np.int64)
-    return start, last_type
-
-
-def _cut(start: np.ndarray, times: np.ndarray, types: np.ndarray, until: ArrayLike | None):
-    """Continuations from full [H, S, K] draws, dropping events after ``until`` [H]."""
-    if until is not None:
-        ends = np.broadcast_to(np.asarray(until, dtype=np.float64), start.shape)
-        late = times > ends[:, None, None]
-        times = np.where(late, np.nan, times)
-        types = np.where(late, NO_TYPE, types)
-    return Continuations(start, times, types)
-
-
-def poisson_forecast(
-    histories: Sequence[EventSequence],
-    steps: int,
-    samples: int,
-    mean_gap: float,
-    type_freq: ArrayLike,
-    seed: int,
-    until: ArrayLike | None = None,
-) -> Continuations:
-    """A homogeneous Poisson process at the training rate 1/``mean_gap`` from each history's
-    last event, with types drawn independently at the training frequencies ``type_freq``
-    [num_types]: ``samples`` continuations of ``steps`` events each (events after
-    ``until[h]`` dropped). The same seed gives the same draws."""
-    freq = np.asarray(type_freq, dtype=np.float64)
-    if not (mean_gap > 0 and np.isfinite(mean_gap)):
-        raise ValueError(f"poisson_forecast: mean_gap must be > 0, got {mean_gap}")
-    if freq.ndim != 1 or (freq < 0).any() or not freq.sum() > 0:
-        raise ValueError("poisson_forecast: type_freq must be non-negative with a positive sum")
-    _check_counts(steps, samples)
-    start, _ = _last_events(histories)
-    rng = np.random.default_rng(seed)
-    shape = (start.size, samples, steps)
-    gaps = rng.exponential(mean_gap, size=shape)
-    types = rng.choice(freq.size, size=shape, p=freq / freq.sum())
-    return _cut(start, start[:, None, None] + np.cumsum(gaps, axis=2), types, until)
-
-
-def repeat_last_forecast(
-    histories: Sequence[EventSequence],
-    steps: int,
-    samples: int,
-    fallback_gap: float,
-    until: ArrayLike | None = None,
-) -> Continuations:
-    """Each history's last gap and type repeated ``steps`` times (every sample the same):
-    t_k = t_last + k·τ_last. A history of one event has no gap: ``fallback_gap`` (the
-    training mean gap) stands in."""
-    _check_counts(steps, samples)
-    start, last_type = _last_events(histories)
-    gap = np.array(
-        [seq.time[-1] - seq.time[-2] if len(seq) > 1 else fallback_gap for seq in histories]
-    )
-    times = start[:, None] + gap[:, None] * np.arange(1, steps + 1)  # [H, K]
-    times = np.broadcast_to(times[:, None, :], (start.size, samples, steps))
-    types = np.broadcast_to(last_type[:, None, None], times.shape)
-    return _cut(start, times.copy(), types.copy(), until)
-
-
-def _check_counts(steps: int, samples: int) -> None:
-    if steps < 1 or samples < 1:
-        raise ValueError(f"forecast: steps and samples must be >= 1, got {steps}, {samples}")

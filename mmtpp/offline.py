@@ -174,8 +174,6 @@ def predict_dataset(
     """Score ``targets`` (seq_id → event indices; None: the event after each sequence's end)
     of the dataset at ``dataset_root`` into ``out_dir`` on the connected Ray cluster, on
     ``actors`` actors (default: one per CPU, or per GPU with ``gpus_per_actor``)."""
-    import ray
-
     from mmtpp.events import read_info
 
     root = Path(dataset_root).resolve()
@@ -184,45 +182,23 @@ def predict_dataset(
     if targets is None:
         targets = _next_event_targets(root)
     fp = _fingerprint(request, root, targets)
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if old.get("fingerprint") == fp and old.get("format_version") == FORMAT_VERSION:
-            print(
-                f"predict: reusing {out} (model, data, targets and options unchanged)", flush=True
-            )
-            return OfflineResult(out, old, reused=True)
+    old = _reusable_manifest(out, fp)
+    if old is not None:
+        print(f"predict: reusing {out} (model, data, targets and options unchanged)", flush=True)
+        return OfflineResult(out, old, reused=True)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     for f in out.glob("part-*.parquet"):
         f.unlink()
     units = _units(root, targets)
     total = sum(len(t) for t in targets.values())
-    resources = ray.cluster_resources()
-    if gpus_per_actor:
-        pool = int(resources.get("GPU", 0) // gpus_per_actor)
-    else:
-        pool = int(resources.get("CPU", 1))
-    pool = max(1, min(actors or pool, len(units) or 1))
+    pool = _pool_size(actors, gpus_per_actor, len(units))
     print(
         f"predict: {total} targets of {len(targets)} sequences in {len(units)} units on "
         f"{pool} actor(s)",
         flush=True,
     )
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    if units:
-        ray.data.from_items(units, override_num_blocks=len(units)).map_batches(
-            PredictionActor,
-            fn_constructor_kwargs={
-                "request": _request_dict(request),
-                "root": str(root),
-                "out_dir": str(out.resolve()),
-            },
-            batch_size=1,
-            batch_format="pyarrow",
-            concurrency=pool,
-            num_gpus=gpus_per_actor or None,
-        ).take_all()
+    _run_actors(units, request, root, out, pool, gpus_per_actor)
     table = read_predictions(out)
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -237,7 +213,7 @@ def predict_dataset(
         "actors": pool,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     print(
         f"predict: {table.num_rows} rows in {manifest['seconds']} s "
         f"({total / max(manifest['seconds'], 1e-9):.1f} targets/s), errors "
@@ -245,6 +221,58 @@ def predict_dataset(
         flush=True,
     )
     return OfflineResult(out, manifest, reused=False)
+
+
+def _reusable_manifest(out: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The manifest of a previous run in ``out`` with the same fingerprint and format, if
+    any: its output can be reused as it is."""
+    path = out / MANIFEST
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    if old.get("fingerprint") == fingerprint and old.get("format_version") == FORMAT_VERSION:
+        return old
+    return None
+
+
+def _pool_size(actors: int | None, gpus_per_actor: float, units: int) -> int:
+    """Actors to run: ``actors`` or one per CPU (per ``gpus_per_actor`` GPUs) of the
+    cluster, at most one per unit and at least one."""
+    import ray
+
+    resources = ray.cluster_resources()
+    if gpus_per_actor:
+        pool = int(resources.get("GPU", 0) // gpus_per_actor)
+    else:
+        pool = int(resources.get("CPU", 1))
+    return max(1, min(actors or pool, units or 1))
+
+
+def _run_actors(
+    units: list[dict[str, Any]],
+    request: PredictionRequest,
+    root: Path,
+    out: Path,
+    pool: int,
+    gpus_per_actor: float,
+) -> None:
+    """Score every unit on ``pool`` ``PredictionActor``s (each writes its parts to ``out``)."""
+    import ray
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    if units:
+        ray.data.from_items(units, override_num_blocks=len(units)).map_batches(
+            PredictionActor,
+            fn_constructor_kwargs={
+                "request": _request_dict(request),
+                "root": str(root),
+                "out_dir": str(out.resolve()),
+            },
+            batch_size=1,
+            batch_format="pyarrow",
+            concurrency=pool,
+            num_gpus=gpus_per_actor or None,
+        ).take_all()
 
 
 def _count(table: pa.Table, column: str) -> dict[str, int]:

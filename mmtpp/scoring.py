@@ -146,22 +146,9 @@ def _truth(seq: EventSequence, target: int) -> dict[str, Any]:
 
 
 def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
+    """Score a batch of (sequence, event tokens, target) items into ``rows``, one row each."""
     options = request.options
-    good, prompts = [], {task: [] for task in ("time", "type", *request.tasks)}
-    for seq, et, target in items:
-        try:
-            built = {
-                task: predictor.prompt_for(
-                    seq, et, target, task, rule, _room(predictor, task, options)
-                )
-                for task in prompts
-            }
-        except ValueError as err:  # e.g. the last event alone exceeds the budget
-            rows.add(seq_id=seq.seq_id, target=target, error=str(err), **_truth(seq, target))
-            continue
-        good.append((seq, et, target))
-        for task, prompt in built.items():
-            prompts[task].append(prompt)
+    good, prompts = _batch_prompts(predictor, items, rule, request, rows)
     if not good:
         return
     from_dist = options.time_mode in DISTRIBUTION_MODES  # the time is read from `dist`
@@ -173,24 +160,10 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
     point = means if options.time_mode == "expected" else dist.median()
     type_probs = predictor.type_probabilities(prompts["type"])
     truths = [_truth(seq, t) for seq, _, t in good]
-    known = np.array([bool(x) for x in truths])
     gaps = np.array([x.get("true_gap", 1.0) for x in truths])
-    nll_time = np.full(len(good), np.nan)
-    if known.any():
-        known_prompts = [p for p, k in zip(prompts["time"], known, strict=True) if k]
-        nll_time[known] = predictor.time_nll(known_prompts, gaps[known])
+    nll_time = _known_time_nll(predictor, prompts["time"], truths, gaps)
     pit, crps = dist.pit(gaps), dist.crps(gaps)
-    wanted = request.curve_targets
-    chosen = [i for i, (seq, _, t) in enumerate(good) if not wanted or (seq.seq_id, t) in wanted]
-    curves = None
-    if request.history_lengths and chosen:
-        curves = dict(
-            zip(
-                chosen,
-                zip(*_curves(predictor, [good[i] for i in chosen], request, options), strict=True),
-                strict=True,
-            )
-        )
+    curves = _chosen_curves(predictor, good, request, options)
     forecasts = _forecasts(predictor, good, request)
     for i, ((seq, _, target), truth) in enumerate(zip(good, truths, strict=True)):
         p = preds[i] if preds else None
@@ -211,13 +184,7 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
             row["pred_gap"] = float(point[i]) if ok else None
             row["time_invalid"] = None if ok else "not_a_byte_token"
         if p is not None:
-            for task in decoded:
-                row[{"time": "pred_gap", "type": "pred_type", "text": "pred_text"}[task]] = getattr(
-                    p, task
-                )
-                row[f"{task}_invalid"] = p.invalid.get(task)
-            if p.invalid_samples:
-                row["time_invalid_samples"] = json.dumps(p.invalid_samples.get("time", {}))
+            row.update(_decoded_columns(p, decoded))
         if truth:
             row["time_nll"] = float(nll_time[i])
             row["type_nll"] = float(-np.log(max(type_probs[i][truth["true_type"]], 1e-45)))
@@ -230,6 +197,67 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
         rows.add(**row)
 
 
+def _batch_prompts(predictor, items, rule, request, rows: PredictionRows):
+    """The items whose prompts could be built, and task → their prompts (the time and type
+    prompts always: the distributions and NLLs read them); an item whose prompt cannot be
+    built gets an error row in ``rows`` instead."""
+    options = request.options
+    good, prompts = [], {task: [] for task in ("time", "type", *request.tasks)}
+    for seq, et, target in items:
+        try:
+            built = {
+                task: predictor.prompt_for(
+                    seq, et, target, task, rule, _room(predictor, task, options)
+                )
+                for task in prompts
+            }
+        except ValueError as err:  # e.g. the last event alone exceeds the budget
+            rows.add(seq_id=seq.seq_id, target=target, error=str(err), **_truth(seq, target))
+            continue
+        good.append((seq, et, target))
+        for task, prompt in built.items():
+            prompts[task].append(prompt)
+    return good, prompts
+
+
+def _decoded_columns(prediction, decoded: Sequence[str]) -> dict[str, Any]:
+    """The columns of the tasks decoded by ``predict_prompts``: value and invalid reason
+    per task, and the sampled time's invalid samples (JSON)."""
+    names = {"time": "pred_gap", "type": "pred_type", "text": "pred_text"}
+    out: dict[str, Any] = {}
+    for task in decoded:
+        out[names[task]] = getattr(prediction, task)
+        out[f"{task}_invalid"] = prediction.invalid.get(task)
+    if prediction.invalid_samples:
+        out["time_invalid_samples"] = json.dumps(prediction.invalid_samples.get("time", {}))
+    return out
+
+
+def _known_time_nll(predictor, prompts, truths, gaps: np.ndarray) -> np.ndarray:
+    """[targets] teacher-forced time NLL of the true gaps; NaN where the truth is unknown."""
+    known = np.array([bool(x) for x in truths])
+    nll = np.full(len(truths), np.nan)
+    if known.any():
+        known_prompts = [p for p, k in zip(prompts, known, strict=True) if k]
+        nll[known] = predictor.time_nll(known_prompts, gaps[known])
+    return nll
+
+
+def _chosen(good, wanted: frozenset[tuple[str, int]]) -> list[int]:
+    """Indices of the batch's targets in ``wanted`` (every target when it is empty)."""
+    return [i for i, (seq, _, t) in enumerate(good) if not wanted or (seq.seq_id, t) in wanted]
+
+
+def _chosen_curves(predictor, good, request, options) -> dict[int, tuple] | None:
+    """Row index → (time NLL, type NLL, history events) of the value-of-history curve, for
+    the batch's targets that get one; None when no target does."""
+    chosen = _chosen(good, request.curve_targets)
+    if not (request.history_lengths and chosen):
+        return None
+    curves = _curves(predictor, [good[i] for i in chosen], request, options)
+    return dict(zip(chosen, zip(*curves, strict=True), strict=True))
+
+
 def forecast_seed(seed: int, seq_id: str, target: int) -> int:
     """The seed of one target's forecast: the same whatever batch or actor scores it."""
     return zlib.crc32(f"{seed}:{seq_id}:{target}".encode())
@@ -239,8 +267,7 @@ def _forecasts(predictor, good, request) -> dict[int, dict[str, Any]]:
     """Row index → forecast columns, for the batch's targets that get a forecast."""
     if not request.forecast_steps:
         return {}
-    wanted = request.forecast_targets
-    chosen = [i for i, (seq, _, t) in enumerate(good) if not wanted or (seq.seq_id, t) in wanted]
+    chosen = _chosen(good, request.forecast_targets)
     if not chosen:
         return {}
     histories = [good[i][0].slice(0, good[i][2]) for i in chosen]

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from mmtpp.decoding import DecodeOptions
 from mmtpp.events import EventSequence
 from mmtpp.forecast import INVALID_DRAWS, _draw, check_request
-from mmtpp.generation import PromptCache
 from mmtpp.predict import Predictor
+from mmtpp.prompt_cache import PromptCache
 
 
 @pytest.fixture(scope="module")

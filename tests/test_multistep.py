@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmtpp.baseline_forecasts import poisson_forecast, repeat_last_forecast
 from mmtpp.events import EventSequence
 from mmtpp.multistep import (
     NO_TYPE,
@@ -13,8 +14,6 @@ from mmtpp.multistep import (
     horizon_errors,
     otd_scores,
     point_forecast,
-    poisson_forecast,
-    repeat_last_forecast,
     truth_after,
 )
 
