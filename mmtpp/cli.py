@@ -197,7 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="group", required=True)
     data = top.add_parser("data", help="create, import, check and measure event datasets")
     sub = data.add_subparsers(dest="command", required=True)
+    for add in (_add_synth, _add_import, _add_validate, _add_stats):
+        add(sub)
+    return parser
 
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    """``mmtpp data synth``: the seeded synthetic dataset."""
     p = sub.add_parser(
         "synth",
         help="generate the synthetic multimodal Hawkes dataset",
@@ -225,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    """``mmtpp data import``: external event data to an mmtpp dataset."""
     p = sub.add_parser(
         "import",
         help="convert external event data to an mmtpp dataset",
@@ -256,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_import)
 
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    """``mmtpp data validate``: check a dataset, failing or quarantining bad sequences."""
     p = sub.add_parser(
         "validate",
         help="check a dataset; fail or quarantine bad sequences",
@@ -274,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_validate)
 
+
+def _add_stats(sub: argparse._SubParsersAction) -> None:
+    """``mmtpp data stats``: tokens per event and events per budget, per compression rule."""
     p = sub.add_parser(
         "stats",
         help="tokens per event and events per token budget, per compression threshold",
@@ -305,7 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=_cmd_stats)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -231,6 +231,47 @@ def _mean_nll(model: Any, tokenizer: Any, features: list[dict], batch_size: int)
     return total / max(events, 1)
 
 
+def _time_scale(train: Sequence[Events]) -> tuple[float, np.ndarray]:
+    """EasyTPP's rescale_time: the mean training gap (the model's time unit), and the
+    log-gaps in that unit [gaps] (as EasyTPP's get_dt_stats, clipped at 1e-5)."""
+    gaps = np.concatenate([np.diff(np.asarray(t, np.float64)) for t, _ in train] or [[]])
+    if gaps.size == 0 or not gaps.mean() > 0:
+        raise ValueError("train: needs at least one positive gap between events of a sequence")
+    scale = float(gaps.mean())
+    return scale, np.log(np.clip(gaps / scale, 1e-5, None))
+
+
+def _features(events: Sequence[Events], max_len: int, scale: float) -> list[dict]:
+    """Every sequence's training windows as EasyTPP's per-sequence dicts (model unit)."""
+    return [
+        window_features(t, k, a, b, scale) for t, k in events for a, b in _windows(len(t), max_len)
+    ]
+
+
+def _train_epoch(
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    features: list[dict],
+    order: np.random.Generator,
+    batch_size: int,
+) -> float:
+    """One pass over ``features`` in an order drawn from ``order``, one Adam step per batch;
+    the training NLL per event (model unit)."""
+    model.train()
+    total, events = 0.0, 0
+    idx = order.permutation(len(features))
+    for i in range(0, len(idx), batch_size):
+        chunk = [features[j] for j in idx[i : i + batch_size]]
+        loss, n = model.loglike_loss(**pad_batch(tokenizer, chunk))
+        optimizer.zero_grad()
+        (loss / n).backward()  # EasyTPP's ModelWrapper step: mean NLL per event
+        optimizer.step()
+        total, events = total + loss.item(), events + int(n)
+    model.eval()
+    return total / max(events, 1)
+
+
 def fit_peer(
     name: str,
     train: Sequence[Events],
@@ -249,24 +290,13 @@ def fit_peer(
     check_peer_name(name)
     check_events(train, num_types, "train")
     check_events(val, num_types, "val")
-    gaps = np.concatenate([np.diff(np.asarray(t, np.float64)) for t, _ in train] or [[]])
-    if gaps.size == 0 or not gaps.mean() > 0:
-        raise ValueError("train: needs at least one positive gap between events of a sequence")
-    scale = float(gaps.mean())  # EasyTPP's rescale_time: the mean training gap
-    log_gaps = np.log(np.clip(gaps / scale, 1e-5, None))  # as EasyTPP's get_dt_stats
+    scale, log_gaps = _time_scale(train)
     torch.set_flush_denormal(True)  # denormals slow CPU kernels many times over
     torch.manual_seed(settings.seed)
     model = _build(name, num_types, settings, log_gaps)
     tokenizer = event_tokenizer(num_types)
-
-    def windows(events: Sequence[Events]) -> list[dict]:
-        return [
-            window_features(t, k, a, b, scale)
-            for t, k in events
-            for a, b in _windows(len(t), settings.max_len)
-        ]
-
-    train_features, val_features = windows(train), windows(val)
+    train_features = _features(train, settings.max_len, scale)
+    val_features = _features(val, settings.max_len, scale)
     if not train_features:
         raise ValueError("train: no sequence has two events")
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
@@ -276,23 +306,15 @@ def fit_peer(
     history: list[tuple[float, float | None]] = []
     start = time.perf_counter()
     for epoch in range(settings.epochs):
-        model.train()
-        total, events = 0.0, 0
-        idx = order.permutation(len(train_features))
-        for i in range(0, len(idx), settings.batch_size):
-            chunk = [train_features[j] for j in idx[i : i + settings.batch_size]]
-            loss, n = model.loglike_loss(**pad_batch(tokenizer, chunk))
-            optimizer.zero_grad()
-            (loss / n).backward()  # EasyTPP's ModelWrapper step: mean NLL per event
-            optimizer.step()
-            total, events = total + loss.item(), events + int(n)
-        model.eval()
+        train_nll = _train_epoch(
+            model, tokenizer, optimizer, train_features, order, settings.batch_size
+        )
         val_nll = (
             _mean_nll(model, tokenizer, val_features, settings.batch_size) + shift
             if val_features
             else None
         )
-        history.append((total / max(events, 1) + shift, val_nll))
+        history.append((train_nll + shift, val_nll))
         if log is not None:
             shown = f"{val_nll:.4f}" if val_nll is not None else "—"
             log(

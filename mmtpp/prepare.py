@@ -199,6 +199,51 @@ def _process(units: list[dict], ctx_args: dict[str, Any], out: Path, batch_size:
     ).take_all()
 
 
+class _Phases:
+    """Seconds of each phase of a run, each timed from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        self.seconds[name] = round(time.perf_counter() - self.last, 2)
+        self.last = time.perf_counter()
+
+
+def _reusable(out: PreparedData, fingerprint: str) -> Manifest | None:
+    """The manifest already in ``out`` when it was prepared with ``fingerprint``."""
+    if not out.has_manifest():
+        return None
+    try:
+        old = out.manifest()
+    except ValueError:  # another format: prepared again
+        return None
+    return old if old.fingerprint == fingerprint else None
+
+
+def _tally(summary: list[dict]) -> tuple[dict[str, int], dict[str, int], list[dict]]:
+    """The actors' records gathered: rows and tokens per ``kind/split``, and the
+    quarantined sequences with their problems."""
+    counts: Counter[tuple[str, str]] = Counter()
+    tokens: Counter[tuple[str, str]] = Counter()
+    quarantined: list[dict] = []
+    for r in summary:
+        if r["kind"] == "quarantine":
+            quarantined.append({"seq_id": r["seq_id"], **json.loads(r["problems"])})
+        else:
+            counts[(r["kind"], r["split"])] += r["rows"]
+            tokens[(r["kind"], r["split"])] += r["tokens"]
+    rows = {f"{k}/{s}": counts[(k, s)] for k in KINDS for s in SPLITS}
+    return rows, {f"{k}/{s}": tokens[(k, s)] for k in KINDS for s in SPLITS}, quarantined
+
+
+def _write_quarantine(out: PreparedData, quarantined: list[dict]) -> None:
+    out.quarantine_path.unlink(missing_ok=True)  # none of an earlier run's
+    if quarantined:
+        out.quarantine_path.write_text(json.dumps(quarantined, indent=1))
+
+
 def run_prepare(
     config: Config, dataset_root: str | Path, output_dir: str | Path, batch_size: int = 16
 ) -> PrepareResult:
@@ -208,35 +253,25 @@ def run_prepare(
     data = config.data
     info = read_info(root)
     fp = prepare_fingerprint(root, data)
-    if out.has_manifest():
-        try:
-            old = out.manifest()
-        except ValueError:  # another format: prepared again below
-            old = None
-        if old is not None and old.fingerprint == fp:
-            print(f"prepare: reusing {out.root} (inputs, config and code unchanged)", flush=True)
-            return PrepareResult(out.root, old, reused=True)
-    t0 = time.perf_counter()
-    phases: dict[str, float] = {}
-
-    def phase(name: str, since: float) -> float:
-        phases[name] = round(time.perf_counter() - since, 2)
-        return time.perf_counter()
-
+    old = _reusable(out, fp)
+    if old is not None:
+        print(f"prepare: reusing {out.root} (inputs, config and code unchanged)", flush=True)
+        return PrepareResult(out.root, old, reused=True)
+    clock = _Phases()
     ids, texts, dups = scan_ids_and_text(root, data)
     if dups and data.validation == "strict":
         raise ValidationError([duplicate_problem(str(root), s) for s in sorted(dups)])
-    t = phase("scan", t0)
+    clock.done("scan")
     out.root.mkdir(parents=True, exist_ok=True)
     tok_fp = build_tokenizer(
         out.tokenizer_dir, texts, info.num_types, data.tokenizer, data.vocab_size
     )
-    t = phase("tokenizer", t)
+    clock.done("tokenizer")
     rule, calibration = calibrated_rule(root, data, out.tokenizer_dir, info.num_types)
-    t = phase("calibration", t)
+    clock.done("calibration")
     print(
         f"prepare: {len(ids)} sequences, tokenizer {tok_fp}, compression "
-        f"{rule.describe()} ({phases})",
+        f"{rule.describe()} ({clock.seconds})",
         flush=True,
     )
     ctx_args = {
@@ -249,22 +284,11 @@ def run_prepare(
     }
     out.clear_shards()
     summary = _process(_units(root), ctx_args, out.root, batch_size)
-    t = phase("process", t)
-
-    counts: Counter[tuple[str, str]] = Counter()
-    tokens: Counter[tuple[str, str]] = Counter()
-    quarantined: list[dict] = []
-    for r in summary:
-        if r["kind"] == "quarantine":
-            quarantined.append({"seq_id": r["seq_id"], **json.loads(r["problems"])})
-        else:
-            counts[(r["kind"], r["split"])] += r["rows"]
-            tokens[(r["kind"], r["split"])] += r["tokens"]
-    out.quarantine_path.unlink(missing_ok=True)  # none of an earlier run's
-    if quarantined:
-        out.quarantine_path.write_text(json.dumps(quarantined, indent=1))
+    clock.done("process")
+    rows, tokens, quarantined = _tally(summary)
+    _write_quarantine(out, quarantined)
     stats = token_stats(out)
-    phase("stats", t)
+    clock.done("stats")
     assert data.seed is not None
     manifest = Manifest(
         format_version=FORMAT_VERSION,
@@ -278,8 +302,8 @@ def run_prepare(
         sequences_out=len(ids) - len(quarantined),
         quarantine_reasons=dict(Counter(p["reason"] for q in quarantined for p in q["problems"])),
         splits=dict(Counter(split_of(ids, data.split, data.seed))),
-        rows={f"{k}/{s}": counts[(k, s)] for k in KINDS for s in SPLITS},
-        tokens={f"{k}/{s}": tokens[(k, s)] for k in KINDS for s in SPLITS},
+        rows=rows,
+        tokens=tokens,
         compression=CompressionSpec(
             **rule.to_dict(), calibrated_to=calibration["target"] if calibration else None
         ),
@@ -289,8 +313,8 @@ def run_prepare(
         tokenizer_fingerprint=tok_fp,
         token_stats=stats,
         config=config.to_dict(),
-        seconds=round(time.perf_counter() - t0, 2),
-        phase_seconds=phases,
+        seconds=round(time.perf_counter() - clock.start, 2),
+        phase_seconds=clock.seconds,
     )
     out.write_manifest(manifest)
     return PrepareResult(out.root, manifest, reused=False)

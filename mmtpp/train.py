@@ -15,11 +15,14 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmtpp.config import Config
 from mmtpp.prepared import PreparedData
 from mmtpp.recipe import MODEL_SUBDIR, StepHook, stage_dir, train_loop_per_worker
+
+if TYPE_CHECKING:
+    from ray.train import Result
 
 DATA_CPUS = 0.25  # per Ray Data read task feeding the workers
 # what training settings do not change the model a stage ends with
@@ -102,6 +105,59 @@ def _ordered_ingest():
     return ray.train.DataConfig(execution_options=options)
 
 
+def _stage1_adapter(config: Config, stage: int) -> str | None:
+    """The stage-1 adapter stage 2 continues from (None: stage 1, or none trained)."""
+    if stage != 2:
+        return None
+    if (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
+        return str(stage_dir(config, 1) / MODEL_SUBDIR)
+    print("stage 2: no stage-1 adapter found, starting from a fresh adapter", flush=True)
+    return None
+
+
+def _stage_datasets(prepared: PreparedData, kind: str) -> dict[str, Any]:
+    """The stage's train (required) and val (when prepared) shards as Ray datasets."""
+    datasets = {}
+    for split in ("train", "val"):
+        files = [str(p) for p in prepared.files(kind, split)]
+        if files:
+            datasets[split] = _read_shards(files)
+    if "train" not in datasets:
+        raise FileNotFoundError(f"{prepared.shard_dir(kind, 'train')}: no prepared rows")
+    return datasets
+
+
+def _warn_if_readers_starve(num_workers: int, cpus_per_worker: float) -> None:
+    """Warn when the workers take every CPU of the cluster: the Ray Data readers feeding
+    them (``DATA_CPUS`` each) would never be scheduled."""
+    import ray
+
+    total_cpus = ray.cluster_resources().get("CPU", 0)
+    if total_cpus - num_workers * cpus_per_worker < DATA_CPUS:
+        print(
+            f"warning: train.num_workers={num_workers} x train.cpus_per_worker="
+            f"{cpus_per_worker} leaves no CPU of the cluster's {total_cpus:g} for the Ray Data "
+            "readers that feed them: training waits until the cluster grows; on a single "
+            "machine lower train.cpus_per_worker (e.g. 0.5)",
+            flush=True,
+        )
+
+
+def _collect(config: Config, stage: int, result: Result) -> TrainResult:
+    """Copy the final checkpoint's adapter to ``<output_dir>/stage<N>/model`` and read the
+    stage's metrics log."""
+    if result.checkpoint is None:
+        raise RuntimeError(f"stage {stage}: training ended without a checkpoint ({result.error})")
+    target = stage_dir(config, stage) / MODEL_SUBDIR
+    with result.checkpoint.as_directory() as ckpt:
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(Path(ckpt) / MODEL_SUBDIR, target)
+    log_file = stage_dir(config, stage) / "metrics.jsonl"
+    metrics = [json.loads(line) for line in log_file.read_text().splitlines()]
+    return TrainResult(stage, target, metrics, result.checkpoint.path)
+
+
 def run_training(
     config: Config,
     stage: int,
@@ -112,7 +168,6 @@ def run_training(
     """Train one stage on the connected Ray cluster; the final adapter lands in
     ``<output_dir>/stage<N>/model``. ``callbacks`` go to Ray Train (e.g. Tune's reporter),
     ``hooks`` run on every worker after each optimizer step."""
-    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -124,32 +179,13 @@ def run_training(
     output = Path(config.output_dir).resolve()
     # Workers run in their own directories: give them absolute paths.
     config = config.with_output_dir(output)
-    start_from = None
-    if stage == 2:
-        if (stage_dir(config, 1) / MODEL_SUBDIR).is_dir():
-            start_from = str(stage_dir(config, 1) / MODEL_SUBDIR)
-        else:
-            print("stage 2: no stage-1 adapter found, starting from a fresh adapter", flush=True)
+    start_from = _stage1_adapter(config, stage)
     base = materialize_base(config.model, load_tokenizer(prepared.tokenizer_dir), output / "base")
     kind = f"stage{stage}"
-    datasets = {}
-    for split in ("train", "val"):
-        files = [str(p) for p in prepared.files(kind, split)]
-        if files:
-            datasets[split] = _read_shards(files)
-    if "train" not in datasets:
-        raise FileNotFoundError(f"{prepared.shard_dir(kind, 'train')}: no prepared rows")
+    datasets = _stage_datasets(prepared, kind)
     rows = prepared.num_rows(kind, "train") // config.train.num_workers
     t = config.train
-    total_cpus = ray.cluster_resources().get("CPU", 0)
-    if total_cpus - t.num_workers * t.cpus_per_worker < DATA_CPUS:
-        print(
-            f"warning: train.num_workers={t.num_workers} x train.cpus_per_worker="
-            f"{t.cpus_per_worker} leaves no CPU of the cluster's {total_cpus:g} for the Ray Data "
-            "readers that feed them: training waits until the cluster grows; on a single "
-            "machine lower train.cpus_per_worker (e.g. 0.5)",
-            flush=True,
-        )
+    _warn_if_readers_starve(t.num_workers, t.cpus_per_worker)
     storage = t.storage_path or str(output / "ray_results")
     fingerprint = stage_fingerprint(config, stage, manifest.fingerprint)
     trainer = TorchTrainer(
@@ -180,14 +216,4 @@ def run_training(
         datasets=datasets,
         dataset_config=_ordered_ingest(),
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"stage {stage}: training ended without a checkpoint ({result.error})")
-    target = stage_dir(config, stage) / MODEL_SUBDIR
-    with result.checkpoint.as_directory() as ckpt:
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(Path(ckpt) / MODEL_SUBDIR, target)
-    log_file = stage_dir(config, stage) / "metrics.jsonl"
-    metrics = [json.loads(line) for line in log_file.read_text().splitlines()]
-    return TrainResult(stage, target, metrics, result.checkpoint.path)
+    return _collect(config, stage, trainer.fit())
