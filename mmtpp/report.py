@@ -59,72 +59,110 @@ def format_table(r: dict[str, Any]) -> str:
         _row(["figure", "mmtpp", "baselines", "Bayes-optimal", "captured"]),
         _row(["---"] * 5),
     ]
-    t, y, nll = r["time"], r["type"], r["likelihood"]
-    if "rmse" in t:
-        base = f"mean gap {_ci(t['rmse']['mean_gap'])}; last gap {_ci(t['rmse']['last_gap'])}"
-        lines.append(
-            _row(
-                [
-                    "time RMSE",
-                    _ci(t["rmse"]["model"]),
-                    base,
-                    _ci(t["rmse"].get("bayes")),
-                    _ci(t.get("rmse_captured"), ".0%"),
-                ]
-            )
-        )
-        base = f"median gap {_ci(t['mae']['median_gap'])}; last gap {_ci(t['mae']['last_gap'])}"
-        lines.append(
-            _row(
-                [
-                    "time MAE",
-                    _ci(t["mae"]["model"]),
-                    base,
-                    _ci(t["mae"].get("bayes")),
-                    _ci(t.get("mae_captured"), ".0%"),
-                ]
-            )
-        )
-    acc, f1 = y["accuracy"], y["macro_f1"]
-    base = f"majority {_ci(acc['majority'])}; last type {_ci(acc['last_type'])}"
+    lines += _time_rows(r["time"])
+    lines += _type_rows(r["type"])
+    lines += _likelihood_rows(r["likelihood"])
+    if "text" in r:
+        lines.append(_row(["text ROUGE-L", _ci(r["text"]["rouge_l"]), "", "", ""]))
+        lines.append(_row(["text BLEU (corpus)", f"{r['text']['bleu']:.4g}", "", "", ""]))
+    lines += _calibration_table(r["calibration"])
+    inv = ", ".join(f"{task}: {sum(c.values())}" for task, c in r["invalid"].items())
     lines.append(
-        _row(
-            [
-                "type accuracy",
-                _ci(acc["model"]),
-                base,
-                _ci(acc.get("bayes")),
-                _ci(y.get("accuracy_captured"), ".0%"),
-            ]
-        )
+        f"\ninvalid generations (counted, left out of the time errors): {inv}; "
+        f"zero gaps left out of the time NLL: {r['likelihood']['time'].get('zero_gaps_excluded')}"
     )
-    base = f"majority {_ci(f1['majority'])}; last type {_ci(f1['last_type'])}"
-    lines.append(_row(["type macro-F1", _ci(f1["model"]), base, _ci(f1.get("bayes")), ""]))
+    curve = r.get("history_curve") or {}
+    if curve:
+        lines += _curve_table(curve)
+    ev = r.get("image_evidence")
+    if ev:
+        lines.append(_image_evidence_line(ev))
+    epb = r.get("events_per_budget") or []
+    if epb:
+        lines.append(f"\nevents per {epb[0]['budget']}-token budget on the test sequences:")
+        lines.append(
+            ", ".join(f"{s['mode']} Δ={s['delta']:g}: {s['events_per_budget']:.1f}" for s in epb)
+        )
+    if r.get("forecast"):
+        lines += ["", forecast_table(r["forecast"])]
+    return "\n".join(lines)
+
+
+def _figure_row(label: str, figure: dict[str, Any], baselines: str, captured: str) -> str:
+    """One row of the results table: the model's figure, the baselines' (already written
+    out), the Bayes-optimal one and the share of the attainable gain captured."""
+    return _row([label, _ci(figure["model"]), baselines, _ci(figure.get("bayes")), captured])
+
+
+def _time_rows(t: dict[str, Any]) -> list[str]:
+    """RMSE and MAE of the next gap (none when no time was predicted)."""
+    if "rmse" not in t:
+        return []
+    rmse, mae = t["rmse"], t["mae"]
+    return [
+        _figure_row(
+            "time RMSE",
+            rmse,
+            f"mean gap {_ci(rmse['mean_gap'])}; last gap {_ci(rmse['last_gap'])}",
+            _ci(t.get("rmse_captured"), ".0%"),
+        ),
+        _figure_row(
+            "time MAE",
+            mae,
+            f"median gap {_ci(mae['median_gap'])}; last gap {_ci(mae['last_gap'])}",
+            _ci(t.get("mae_captured"), ".0%"),
+        ),
+    ] + _median_mae_row(t)
+
+
+def _median_mae_row(t: dict[str, Any]) -> list[str]:
+    """The MAE of the model's predictive median (MAE's optimal point; the decoded gap above is
+    the mean, RMSE's), when the predictions hold gap quantiles."""
+    mae = t["mae"]
+    if "model_median" not in mae:
+        return []
+    label = "time MAE (model's median)"
+    figure = {"model": mae["model_median"], "bayes": mae.get("bayes")}
+    return [_figure_row(label, figure, "as above", _ci(t.get("mae_median_captured"), ".0%"))]
+
+
+def _type_rows(y: dict[str, Any]) -> list[str]:
+    """Accuracy and macro-F1 of the next type."""
+    acc, f1 = y["accuracy"], y["macro_f1"]
+    return [
+        _figure_row(
+            "type accuracy",
+            acc,
+            f"majority {_ci(acc['majority'])}; last type {_ci(acc['last_type'])}",
+            _ci(y.get("accuracy_captured"), ".0%"),
+        ),
+        _figure_row(
+            "type macro-F1",
+            f1,
+            f"majority {_ci(f1['majority'])}; last type {_ci(f1['last_type'])}",
+            "",
+        ),
+    ]
+
+
+def _likelihood_rows(nll: dict[str, Any]) -> list[str]:
+    """Time, type and joint negative log-likelihoods against their baselines."""
+    lines = []
     for task, label, base in (
         ("time", "time NLL (nats/event)", "Poisson"),
         ("type", "type NLL (nats)", "type frequencies"),
     ):
         n = nll[task]
-        lines.append(
-            _row(
-                [
-                    label,
-                    _ci(n["model"]),
-                    f"{base} {_ci(n['baseline'])}",
-                    _ci(n.get("bayes")),
-                    _ci(n.get("captured"), ".0%"),
-                ]
-            )
-        )
+        baseline = f"{base} {_ci(n['baseline'])}"
+        lines.append(_figure_row(label, n, baseline, _ci(n.get("captured"), ".0%")))
     j = nll["joint"]
-    lines.append(
-        _row(["time + type NLL", _ci(j["model"]), _ci(j["baseline"]), _ci(j.get("bayes")), ""])
-    )
-    if "text" in r:
-        lines.append(_row(["text ROUGE-L", _ci(r["text"]["rouge_l"]), "", "", ""]))
-        lines.append(_row(["text BLEU (corpus)", f"{r['text']['bleu']:.4g}", "", "", ""]))
-    cal = r["calibration"]
-    lines += ["", _row(["calibration", *cal]), _row(["---"] * (len(cal) + 1))]
+    lines.append(_figure_row("time + type NLL", j, _ci(j["baseline"]), ""))
+    return lines
+
+
+def _calibration_table(cal: dict[str, Any]) -> list[str]:
+    """One column per calibrated distribution: interval coverage, CRPS, PIT histogram."""
+    lines = ["", _row(["calibration", *cal]), _row(["---"] * (len(cal) + 1))]
     for key, label in (
         ("coverage_50", "50% interval coverage"),
         ("coverage_90", "90% interval coverage"),
@@ -139,38 +177,22 @@ def format_table(r: dict[str, Any]) -> str:
             ]
         )
     )
-    inv = ", ".join(f"{task}: {sum(c.values())}" for task, c in r["invalid"].items())
-    lines.append(
-        f"\ninvalid generations (counted, left out of the time errors): {inv}; "
-        f"zero gaps left out of the time NLL: {nll['time'].get('zero_gaps_excluded')}"
+    return lines
+
+
+def _image_evidence_line(ev: dict[str, Any]) -> str:
+    """How many test prompts show an image that carries information about the target."""
+    line = (
+        f"\nimage evidence ({ev['process']}): {ev['with_evidence']} of {ev['targets']} "
+        "test targets' prompts show "
     )
-    curve = r.get("history_curve") or {}
-    if curve:
-        lines += _curve_table(curve)
-    ev = r.get("image_evidence")
-    if ev:
-        line = (
-            f"\nimage evidence ({ev['process']}): {ev['with_evidence']} of {ev['targets']} "
-            "test targets' prompts show "
-        )
-        if ev["process"] == "regime":
-            line += "an image of the regime in force at the target"
-        else:
-            line += (
-                "an image of an event of the previous event's type (its background hints "
-                f"the favourite next type; {ev['showing_the_true_favourite']} show the "
-                "true favourite)"
-            )
-        lines.append(line)
-    epb = r.get("events_per_budget") or []
-    if epb:
-        lines.append(f"\nevents per {epb[0]['budget']}-token budget on the test sequences:")
-        lines.append(
-            ", ".join(f"{s['mode']} Δ={s['delta']:g}: {s['events_per_budget']:.1f}" for s in epb)
-        )
-    if r.get("forecast"):
-        lines += ["", forecast_table(r["forecast"])]
-    return "\n".join(lines)
+    if ev["process"] == "regime":
+        return line + "an image of the regime in force at the target"
+    return line + (
+        "an image of an event of the previous event's type (its background hints "
+        f"the favourite next type; {ev['showing_the_true_favourite']} show the "
+        "true favourite)"
+    )
 
 
 def _curve_table(curve: dict[str, Any]) -> list[str]:

@@ -63,6 +63,8 @@ def test_pipeline_end_to_end_reports_every_figure_and_skips_finished_steps(
     assert modes == {"absolute", "relative", "typed"}
     table = (report / "results.md").read_text()
     assert "type accuracy" in table and "90% interval coverage" in table
+    # MAE's optimal point is the median: the model's predictive median is scored too
+    assert "model_median" in results["time"]["mae"] and "time MAE (model's median)" in table
 
     capsys.readouterr()
     run_pipeline(cfg)  # a rerun reuses the prepared data, both stages and the predictions
