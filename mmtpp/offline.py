@@ -2,9 +2,9 @@
 (design §7; ``jobs/predict.py``, and the evaluation's own predictions).
 
 A target is (sequence, event index i): event i predicted from events < i (i = the sequence's
-length predicts the event after its end). The driver makes one unit of work per Parquet row
-group of the dataset that holds targets; each ``PredictionActor`` (one ``Predictor`` for its
-life, on a GPU each on a GPU cluster) reads its row groups, validates the sequences (a bad
+length predicts the event after its end). The driver cuts each Parquet row group's targets
+into units of work of a few scoring batches; each ``PredictionActor`` (one ``Predictor`` for its
+life, on a GPU each on a GPU cluster) reads its units' sequences, validates the sequences (a bad
 one yields an error row per target, never a silent gap), scores them with
 ``scoring.score_sequences`` and writes ``part-<unit>.parquet``. ``manifest.json`` records
 counts, errors, invalid counts and seconds. A rerun with the same model, data, targets,
@@ -30,13 +30,14 @@ from mmtpp.scoring import PREDICTION_SCHEMA, PredictionRequest, PredictionRows, 
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+UNIT_BATCHES = 4  # scoring batches per unit of work: enough units to keep every actor busy
 
 
 # --- the Ray Data job ---------------------------------------------------------------------
 
 
 class PredictionActor:
-    """Ray Data actor: one ``Predictor`` for its life; scores the row groups it is given
+    """Ray Data actor: one ``Predictor`` for its life; scores the units it is given
     (validated: a bad sequence's targets get an error row each) and writes each unit's
     ``part-<unit>.parquet``; returns counts."""
 
@@ -123,20 +124,27 @@ def read_predictions(out_dir: str | Path) -> pa.Table:
     return pa.concat_tables(pq.read_table(f) for f in files)
 
 
-def _units(root: Path, targets: dict[str, list[int]]) -> list[dict[str, Any]]:
+def _units(root: Path, targets: dict[str, list[int]], unit_targets: int) -> list[dict[str, Any]]:
+    """Units of work: each row group's targets in file order, cut every ``unit_targets``
+    (a multiple of the scoring batch, so every batch holds the targets it would hold if the
+    row group were one unit: outputs do not depend on the cut nor on the number of actors).
+    A row group holds up to 32 sequences, so one unit per row group would leave actors idle."""
     units = []
     for path in sequence_files(root):
         file = pq.ParquetFile(path)
         for g in range(file.num_row_groups):
             ids = [str(s) for s in file.read_row_group(g, columns=["seq_id"])["seq_id"].to_pylist()]
-            mine = [s for s in ids if s in targets]
-            if mine:
+            items = [(s, t) for s in ids if s in targets for t in targets[s]]
+            for start in range(0, len(items), unit_targets):
+                chunk: dict[str, list[int]] = {}
+                for s, t in items[start : start + unit_targets]:
+                    chunk.setdefault(s, []).append(t)
                 units.append(
                     {
                         "file": str(path),
                         "row_group": g,
-                        "seq_ids": mine,
-                        "targets": [targets[s] for s in mine],
+                        "seq_ids": list(chunk),
+                        "targets": list(chunk.values()),
                     }
                 )
     for unit, row in enumerate(units):
@@ -190,7 +198,7 @@ def predict_dataset(
     out.mkdir(parents=True, exist_ok=True)
     for f in out.glob("part-*.parquet"):
         f.unlink()
-    units = _units(root, targets)
+    units = _units(root, targets, UNIT_BATCHES * request.batch_size)
     total = sum(len(t) for t in targets.values())
     pool = _pool_size(actors, gpus_per_actor, len(units))
     print(

@@ -122,3 +122,33 @@ def test_the_ray_job_is_deterministic_reusable_and_reports_bad_sequences(
     after = predict_dataset(request, tmp_path / "ds", tmp_path / "c")
     ends = {r["seq_id"]: r["target"] for r in read_predictions(after.output_dir).to_pylist()}
     assert ends == {**{s.seq_id: len(s) for s in seqs}, "bad": 3}
+
+
+def test_units_cut_a_row_group_at_batch_multiples_and_leave_the_scores_unchanged(
+    predictor, trained, tmp_path
+):
+    from mmtpp.events import read_info, write_dataset
+    from mmtpp.offline import _units
+
+    p, seqs = predictor
+    _, image_root, _ = trained
+    three = seqs[:3]
+    write_dataset(tmp_path / "ds", read_info(image_root), three, rows_per_file=10)  # 1 group
+    ids = [s.seq_id for s in three]
+    targets = {ids[0]: [8, 9, 10], ids[1]: [8, 9], ids[2]: [9, 10, 11]}
+    units = _units(tmp_path / "ds", targets, 4)
+    assert [(u["seq_ids"], u["targets"]) for u in units] == [
+        ([ids[0], ids[1]], [[8, 9, 10], [8]]),
+        ([ids[1], ids[2]], [[9], [9, 10, 11]]),
+    ]  # a sequence may span two units; every target once, in order
+    request = PredictionRequest("unused", DecodeOptions(), tasks=("time", "type"), batch_size=2)
+    whole = score_sequences(p, three, [targets[i] for i in ids], request).to_pylist()
+    by_seq = {s.seq_id: s for s in three}
+    cut = [
+        row
+        for u in units
+        for row in score_sequences(
+            p, [by_seq[i] for i in u["seq_ids"]], u["targets"], request
+        ).to_pylist()
+    ]
+    assert cut == whole  # the same batches, so the same scores
