@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mmtpp.compression import CompressionRule
 from mmtpp.compression_stats import CompressionStats
-from mmtpp.progress import progress_printer, quiet_third_party
+from mmtpp.progress import interactive, progress_printer, quiet_third_party
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -64,13 +64,16 @@ def _cmd_import(args: argparse.Namespace) -> int:
             raise ValueError(f"import {args.format}: --mode quarantine is not supported")
         options["quarantine"] = quarantine
     last, events = [time.monotonic()], [0]
+    # a terminal redraws one line each second; a log file gets a line every 10 s
+    tty = interactive()
+    every, cr, end = (1.0, "\r", "") if tty else (10.0, "", "\n")
 
     def counted():
         for n, seq in enumerate(sequences, start=1):
             events[0] += len(seq)
-            if time.monotonic() - last[0] >= 1.0:
+            if time.monotonic() - last[0] >= every:
                 last[0] = time.monotonic()
-                print(f"\rimporting: {n} sequences", end="", file=sys.stderr, flush=True)
+                print(f"{cr}importing: {n} sequences", end=end, file=sys.stderr, flush=True)
             yield seq
 
     try:
@@ -82,7 +85,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 1
     target = quarantine.write(args.out)  # also removes an earlier import's stale file
     print(
-        f"\rimported {count} sequences ({events[0]} events, {info.num_types} types) to {args.out}",
+        f"{cr}imported {count} sequences ({events[0]} events, {info.num_types} types) "
+        f"to {args.out}",
         file=sys.stderr,
     )
     if args.mode == "quarantine":

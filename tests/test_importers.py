@@ -526,6 +526,21 @@ def test_cli_import_quarantine_prints_counts_and_strict_names_the_row(tmp_path, 
     assert not (out / "quarantine.parquet").exists()  # a new import: the old records are stale
 
 
+def test_cli_import_progress_in_a_log_is_one_line_each(tmp_path, capsys, monkeypatch):
+    import mmtpp.cli
+    from mmtpp.cli import main
+
+    clock = iter(range(0, 10_000, 11))  # 11 s between looks: a progress line at every sequence
+    monkeypatch.setattr(mmtpp.cli.time, "monotonic", lambda: next(clock))
+    (tmp_path / "t.csv").write_text("seq_id,time,type\na,0,0\nb,0,1\nc,0,0\n")
+    argv = ["data", "import", "table", str(tmp_path / "t.csv"), "--out", str(tmp_path / "ds")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err  # not a terminal: whole lines, nothing redrawn
+    assert "\r" not in err
+    assert "importing: 1 sequences\nimporting: 2 sequences\n" in err
+    assert "imported 3 sequences" in err
+
+
 def test_cli_quarantine_mode_needs_an_importer_that_takes_it(tmp_path, capsys):
     from mmtpp.cli import main
 
