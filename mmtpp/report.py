@@ -112,7 +112,8 @@ def _time_rows(t: dict[str, Any]) -> list[str]:
             f"median gap {_ci(mae['median_gap'])}; last gap {_ci(mae['last_gap'])}",
             _ci(t.get("mae_captured"), ".0%"),
         ),
-    ] + _median_mae_row(t)
+        *_median_mae_row(t),
+    ]
 
 
 def _median_mae_row(t: dict[str, Any]) -> list[str]:

@@ -15,7 +15,6 @@ settings.register_profile("mmtpp", deadline=None)
 settings.load_profile("mmtpp")
 
 
-
 @pytest.fixture(autouse=True)
 def ieee_floats(request):
     """Property tests and tests marked ``ieee`` run with IEEE subnormals. Training, peers and
