@@ -10,12 +10,18 @@ whose report exists for the same config is skipped — so an interrupted experim
 where it stopped. The report pairs each variant with the reference on the same targets
 (same seed: same split and targets), per figure of ``metrics.FIGURES``: the mean over seeds
 with its t-interval (bootstrap over targets with one seed), and the paired difference.
+
+A finished run's evidence is small — its config stamp and its targets' scores — and
+``export_scores`` / ``import_scores`` carry it between machines and sessions without the
+checkpoints: a report can be rebuilt from it, and an experiment resumed elsewhere adds seeds
+or variants next to the imported runs instead of redoing them.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,16 @@ from mmtpp.intervals import over_seeds, paired_over_seeds
 from mmtpp.metrics import FIGURES, figure_values
 
 FINISHED = "finished.json"
+# the targets' columns an exported run keeps: every figure of metrics.FIGURES, the baselines
+# and the Bayes-optimal predictor on the same targets, and the prompt's size and compression
+SCORE_COLUMNS = (
+    *("seq_id", "target", "history_events", "compressed_events", "prompt_tokens"),
+    *("pred_gap", "true_gap", "pred_type", "true_type", "time_nll", "type_nll", "crps"),
+    *("gap_quantiles", "type_probs", "last_gap", "last_type"),
+    *("poisson_time_nll", "freq_type_nll", "poisson_crps", "poisson_quantiles"),
+    *("bayes_mean", "bayes_median", "bayes_type", "bayes_time_nll", "bayes_type_nll"),
+    "bayes_quantiles",
+)
 
 
 @dataclass
@@ -140,8 +156,52 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     return report(exp)
 
 
+def _run_dir(exp: Experiment, variant: str, seed: int) -> Path:
+    return exp.output_dir / variant / f"seed{seed}"
+
+
 def _targets_path(exp: Experiment, variant: str, seed: int) -> Path:
-    return exp.output_dir / variant / f"seed{seed}" / "report" / "targets.parquet"
+    return _run_dir(exp, variant, seed) / "report" / "targets.parquet"
+
+
+def export_scores(exp: Experiment, dest: str | Path) -> list[tuple[str, int]]:
+    """Copy each finished run's stamp and its targets' ``SCORE_COLUMNS`` to
+    ``dest/<variant>/seed<k>/`` (the report's files beside them); returns the runs copied."""
+    dest, copied = Path(dest), []
+    for variant, seed in exp.runs():
+        stamp = _run_dir(exp, variant, seed) / FINISHED
+        if not (stamp.is_file() and _done(exp, variant, seed)):
+            continue
+        out = dest / variant / f"seed{seed}"
+        (out / "report").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(stamp, out / FINISHED)
+        frame = pd.read_parquet(_targets_path(exp, variant, seed))
+        keep = [c for c in SCORE_COLUMNS if c in frame.columns]
+        frame[keep].to_parquet(out / "report" / "targets.parquet", index=False)
+        copied.append((variant, seed))
+    for name in ("experiment.json", "experiment.md"):
+        if (exp.report_path / name).is_file():
+            shutil.copyfile(exp.report_path / name, dest / name)
+    return copied
+
+
+def import_scores(exp: Experiment, src: str | Path) -> list[tuple[str, int]]:
+    """Put the runs exported to ``src`` into the experiment's output_dir, each where no
+    finished run is yet; returns the runs imported. A run is skipped later only if its stamp
+    equals the config this code builds for it (otherwise it runs again)."""
+    src, imported = Path(src), []
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no exported runs here")
+    for variant, seed in exp.runs():
+        saved = src / variant / f"seed{seed}"
+        run = _run_dir(exp, variant, seed)
+        if not (saved / FINISHED).is_file() or (run / FINISHED).is_file():
+            continue
+        (run / "report").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(saved / "report" / "targets.parquet", _targets_path(exp, variant, seed))
+        shutil.copyfile(saved / FINISHED, run / FINISHED)
+        imported.append((variant, seed))
+    return imported
 
 
 def _done(exp: Experiment, variant: str, seed: int) -> bool:

@@ -171,3 +171,48 @@ variants: {variants}
     assert calls == ["seed0@a", "seed0@b", "seed0@c"]  # a: the same run, not run again
     assert (tmp_path / "out" / "experiment.md").read_text().startswith("experiment first")
     assert (tmp_path / "second" / "experiment.md").read_text().startswith("experiment second")
+
+
+def test_exported_scores_resume_the_experiment_on_another_machine(tmp_path, monkeypatch):
+    import mmtpp.pipeline
+    from mmtpp.experiment import export_scores, import_scores
+
+    calls = []
+
+    def fake_pipeline(config):
+        calls.append(config.output_dir)
+        report_dir = Path(config.output_dir) / "report"
+        report_dir.mkdir(parents=True)
+        frame = _fake_targets(np.random.default_rng(config.seed))
+        frame["pred_text"] = "a long generated text that the export leaves out"
+        frame.to_parquet(report_dir / "targets.parquet")
+
+    monkeypatch.setattr(mmtpp.pipeline, "run_pipeline", fake_pipeline)
+    spec = f"""
+base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
+output_dir: runs/exp
+seeds: [0, 1]
+variants: {{a: {{}}, b: {{data.delta: 0}}}}
+"""
+    for machine in ("first", "second"):
+        (tmp_path / machine).mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    first = Experiment.load(write(tmp_path, spec))
+    first.seeds = [0]  # the first machine runs seed 0 only
+    before = run_experiment(first)
+    assert export_scores(first, tmp_path / "archive") == [("a", 0), ("b", 0)]
+    saved = pd.read_parquet(tmp_path / "archive" / "a" / "seed0" / "report" / "targets.parquet")
+    assert "pred_text" not in saved and {"time_nll", "gap_quantiles"} <= set(saved)
+    assert (tmp_path / "archive" / "experiment.md").is_file()
+
+    monkeypatch.chdir(tmp_path / "second")
+    second = Experiment.load(write(tmp_path, spec))
+    assert import_scores(second, tmp_path / "archive") == [("a", 0), ("b", 0)]
+    calls.clear()
+    after = run_experiment(second)
+    assert calls == ["runs/exp/a/seed1", "runs/exp/b/seed1"]  # seed 0 is not redone
+    assert after["seeds"] == [0, 1]
+    second.seeds = [0]
+    assert report(second)["figures"] == before["figures"]  # the same figures from the scores
+    with pytest.raises(FileNotFoundError, match="no exported runs"):
+        import_scores(second, tmp_path / "nowhere")
