@@ -53,6 +53,7 @@ def main() -> int:
     quiet_third_party()
     connect_ray(args.address)
     from mmtpp.evaluate import test_targets
+    from mmtpp.events import read_info
     from mmtpp.offline import predict_dataset
     from mmtpp.prepared import PreparedData
     from mmtpp.scoring import PredictionRequest
@@ -68,6 +69,7 @@ def main() -> int:
             options=e.decode_only(),
             batch_size=e.batch_size,
             image_root=args.image_root or args.dataset,
+            time_resolution=read_info(args.dataset).time_resolution,
         )
         result = predict_dataset(request, args.dataset, args.out, targets, args.actors, args.gpus)
     except (ValueError, FileNotFoundError) as err:

@@ -23,6 +23,7 @@ import numpy as np
 from mmtpp.bayes import Oracle
 from mmtpp.events import EventSequence
 from mmtpp.reference_distributions import ExponentialGapDistribution
+from mmtpp.timecodec import resolution_bins
 
 Targets = Sequence[tuple[str, int]]
 
@@ -52,15 +53,26 @@ class Reference:
 
 
 def baseline_columns(
-    ref: Reference, sequences: dict[str, EventSequence], targets: Targets, levels: Sequence[float]
+    ref: Reference,
+    sequences: dict[str, EventSequence],
+    targets: Targets,
+    levels: Sequence[float],
+    resolution: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-target baseline predictions and scores (true values where the targets have them)."""
+    """Per-target baseline predictions and scores (true values where the targets have them);
+    with the data's time ``resolution`` also the Poisson baseline's −log P(the gap's bin)."""
     last_gap = np.array([sequences[s].gaps[t - 1] for s, t in targets])
     last_type = np.array([sequences[s].type[t - 1] for s, t in targets])
     true_gap = np.array([sequences[s].gaps[t] for s, t in targets])
     true_type = np.array([sequences[s].type[t] for s, t in targets])
     poisson = ExponentialGapDistribution(np.full(len(targets), ref.mean_gap))
+    binned = {}
+    if resolution:
+        lo, hi = resolution_bins(true_gap, resolution).T
+        inside = -np.expm1(-(hi - lo) / ref.mean_gap)  # P(bin) = e^{−lo/μ}(1 − e^{−(hi−lo)/μ})
+        binned["poisson_time_nll_binned"] = lo / ref.mean_gap - np.log(inside)
     return {
+        **binned,
         "last_gap": last_gap,
         "last_type": last_type,
         "poisson_time_nll": np.log(ref.mean_gap) + true_gap / ref.mean_gap,

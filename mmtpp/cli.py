@@ -256,8 +256,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="importer option, e.g. -o split=train (easytpp), -o max_sequences=100 -o "
         "type_by=carrier (nycflights), -o image_root=DIR (table, mmtpp_json: a trusted folder "
-        "absolute image paths and symlinks may lead into); values are parsed as JSON when "
-        "possible",
+        "absolute image paths and symlinks may lead into), -o time_resolution=60 (table: times "
+        "recorded to whole minutes of seconds; adds the bin likelihood); values are parsed as "
+        "JSON when possible",
     )
     p.add_argument(
         "--mode",

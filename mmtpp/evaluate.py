@@ -89,6 +89,7 @@ def run_predictions(inputs: EvalInputs, e: EvalConfig, out: Path, gpus: float = 
         curve_targets=frozenset((s, int(t)) for s, t in chosen[: e.ppl_targets]),
         batch_size=e.batch_size,
         image_root=str(inputs.dataset_root),
+        time_resolution=read_info(inputs.dataset_root).time_resolution,
     )
     result = predict_dataset(
         request, inputs.dataset_root, out / "predictions", targets, gpus_per_actor=gpus
@@ -115,7 +116,7 @@ def target_frame(inputs: EvalInputs, predictions: Path) -> tuple[pd.DataFrame, d
     train = [s for s, split in zip(sequences.values(), splits, strict=True) if split == "train"]
     ref = Reference.fit(train, info.num_types)
     targets = list(zip(scored["seq_id"], scored["target"].astype(int), strict=True))
-    columns = baseline_columns(ref, sequences, targets, QUANTILE_LEVELS)
+    columns = baseline_columns(ref, sequences, targets, QUANTILE_LEVELS, info.time_resolution)
     oracle = oracle_from_source(info.source)
     if oracle is not None:
         columns |= oracle_columns(oracle, sequences, targets, QUANTILE_LEVELS)
@@ -239,6 +240,14 @@ def _likelihood(f: pd.DataFrame, bayes: bool) -> dict[str, Any]:
     if bayes:
         joint["bayes"] = g["bayes_time_nll"].to_numpy(float) + g["bayes_type_nll"].to_numpy(float)
     out["joint"] = {name: with_interval(v) for name, v in joint.items()}
+    if "time_nll_binned" in f and "poisson_time_nll_binned" in f:
+        values = f[["time_nll_binned", "poisson_time_nll_binned"]].to_numpy(float)
+        values = values[np.isfinite(values).all(axis=1)]
+        out["time_binned"] = {
+            "targets": len(values),
+            "model": with_interval(values[:, 0]),
+            "baseline": with_interval(values[:, 1]),
+        }
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,6 +126,9 @@ class DatasetInfo:
 
     ``source`` holds free-form provenance; the synthetic generator stores its true process
     parameters there (``source["hawkes"]``) so the Bayes-optimal baseline can be computed.
+    ``time_resolution``: the step its times are recorded to, in ``time_unit`` (NYC flights:
+    whole minutes, 1/60 h), or None for continuous times; evaluation then also scores the
+    probability of each gap's bin (``timecodec.resolution_bins``).
     """
 
     name: str
@@ -132,12 +136,19 @@ class DatasetInfo:
     time_unit: str = "s"
     description: str = ""
     source: dict[str, Any] = field(default_factory=dict)
+    time_resolution: float | None = None
 
     def __post_init__(self) -> None:
         if not self.type_names:
             raise ValueError(f"dataset {self.name!r}: type_names must not be empty")
         if len(set(self.type_names)) != len(self.type_names):
             raise ValueError(f"dataset {self.name!r}: type_names must be distinct")
+        r = self.time_resolution
+        if r is not None and not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
+            raise ValueError(
+                f"dataset {self.name!r}: time_resolution must be a positive number or null, "
+                f"got {r!r}"
+            )
 
     @property
     def num_types(self) -> int:

@@ -39,6 +39,7 @@ FINISHED = "finished.json"
 SCORE_COLUMNS = (
     *("seq_id", "target", "history_events", "compressed_events", "prompt_tokens"),
     *("pred_gap", "true_gap", "pred_type", "true_type", "time_nll", "type_nll", "crps"),
+    "time_nll_binned",
     *("gap_quantiles", "type_probs", "last_gap", "last_type"),
     *("poisson_time_nll", "freq_type_nll", "poisson_crps", "poisson_quantiles"),
     *("bayes_mean", "bayes_median", "bayes_type", "bayes_time_nll", "bayes_type_nll"),
@@ -226,6 +227,8 @@ def report(exp: Experiment) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for name in exp.figures:
         fig = FIGURES[name]
+        if not any(fig.rows(frame).any() for frame in frames.values()):
+            continue  # a figure these runs do not have (e.g. bins on continuous times)
         table[name] = {}
         for variant in exp.variants:
             per_seed = [figure_values(name, frames[(variant, s)])[1] for s in seeds]

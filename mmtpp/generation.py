@@ -25,8 +25,8 @@ from mmtpp.images import ImageSpec
 from mmtpp.model import collate
 from mmtpp.parsing import Parsed, Parser
 from mmtpp.prompt_cache import PromptCache
-from mmtpp.quantile_descent import Descent, descend_quantiles
-from mmtpp.timecodec import NOT_A_BYTE, encode, float32_interval_width
+from mmtpp.quantile_descent import Descent, descend_quantiles, interval_mass
+from mmtpp.timecodec import NOT_A_BYTE, encode, float32_interval_width, resolution_bins
 from mmtpp.tokens import TASKS, TokenIds
 
 EXPECTED_TOP_BYTES = 8  # first-byte (sign + exponent) candidates of a gap's distribution
@@ -291,6 +291,35 @@ class Generator:
         lp = self.response_log_probs(prompts, responses)
         nll = -np.array([x[1:5].sum() for x in lp]) + np.log(float32_interval_width(gaps))
         return np.where(gaps > 0, nll, np.nan)
+
+    @torch.no_grad()
+    def interval_probability(
+        self, prompts: Sequence[Prompt], lo: ArrayLike, hi: ArrayLike, max_rows: int = 64
+    ) -> np.ndarray:
+        """[B] the model's probability that the next gap's float32 lies in [lo, hi) (0 ≤ lo ≤ hi,
+        [B] each): ``quantile_descent.interval_mass`` with one cache row per edge, in four
+        one-token steps of at most ``max_rows`` rows per call."""
+        lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+        per_call = max(1, max_rows // 2)
+        parts = [
+            interval_mass(
+                self._next_byte_probs(prompts[i : i + per_call], 2),
+                lo[i : i + per_call],
+                hi[i : i + per_call],
+            )
+            for i in range(0, len(prompts), per_call)
+        ]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def binned_time_nll(
+        self, prompts: Sequence[Prompt], gaps: ArrayLike, resolution: float
+    ) -> np.ndarray:
+        """−log P(bin) in nats for the true gaps' bins on a time grid of step ``resolution``
+        (``timecodec.resolution_bins``; design §7): the likelihood to compare with any other
+        model's on data recorded to that resolution. Ties have a bin ([0, r/2)) too."""
+        bins = resolution_bins(gaps, resolution)
+        mass = self.interval_probability(prompts, bins[:, 0], bins[:, 1])
+        return -np.log(np.maximum(mass, 1e-300))
 
 
 def _times_of(dist: ByteGapDistribution, statistic: str) -> list[Parsed]:

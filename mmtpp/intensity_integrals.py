@@ -85,6 +85,29 @@ def gap_summary(grid: np.ndarray, big_lam: np.ndarray) -> tuple[np.ndarray, np.n
     return mean, median
 
 
+def compensator(
+    intensity: Callable[[np.ndarray], np.ndarray], start: float, stop: float
+) -> tuple[float, np.ndarray, float]:
+    """∫_start^stop Σ_k λ_k(s) ds, refined (panels doubled) until two successive estimates
+    agree to ``COMPENSATOR_TOL`` relative; returns (the integral, λ_k(stop) [K], the last
+    relative change). The geometric panels are fine near ``start``."""
+    width, panels, previous = stop - start, 8, None
+    while True:
+        u, w = compensator_nodes(panels)
+        lam = intensity(np.append(start + width * u, stop))
+        big_lam = float(width * (lam[:-1].sum(axis=-1) @ w))
+        if previous is not None:
+            err = abs(big_lam - previous) / (1.0 + abs(big_lam))
+            if err <= COMPENSATOR_TOL or panels >= MAX_PANELS:
+                return big_lam, lam[-1], err
+        previous, panels = big_lam, 2 * panels
+
+
+def bin_log_probability(log_survival_lo: float, mass_inside: float) -> float:
+    """log P(lo ≤ gap < hi) = log S(lo) + log(1 − e^{−∫_lo^hi λ}), stable for narrow bins."""
+    return log_survival_lo + math.log(max(-math.expm1(-mass_inside), 1e-300))
+
+
 def next_event_integrals(
     intensity: Callable[[np.ndarray], np.ndarray], tau: float, grid: np.ndarray
 ) -> dict[str, Any]:
@@ -96,17 +119,7 @@ def next_event_integrals(
     change of the refinement that decides the NLLs (``integration_error``: the larger of Λ's
     relative and P's absolute change).
     """
-    panels, previous = 8, None
-    while True:
-        u, w = compensator_nodes(panels)
-        lam = intensity(np.append(tau * u, tau))
-        big_lam = tau * (lam[:-1].sum(axis=-1) @ w)
-        if previous is not None:
-            err_lam = abs(big_lam - previous) / (1.0 + abs(big_lam))
-            if err_lam <= COMPENSATOR_TOL or panels >= MAX_PANELS:
-                break
-        previous, panels = big_lam, 2 * panels
-    at_gap = lam[-1]
+    big_lam, at_gap, err_lam = compensator(intensity, 0.0, tau)
     cells, previous = 0, None
     while True:
         points = np.union1d(grid, np.linspace(0.0, grid[-1], cells + 1)) if cells else grid

@@ -139,7 +139,14 @@ def _valid_time(f: pd.DataFrame) -> np.ndarray:
 
 
 def _finite(column: str) -> Callable[[pd.DataFrame], np.ndarray]:
-    return lambda f: np.isfinite(f[column].to_numpy(dtype=np.float64, na_value=np.nan))
+    """Rows where ``column`` is a finite number (none when the frame has no such column)."""
+
+    def rows(f: pd.DataFrame) -> np.ndarray:
+        if column not in f:
+            return np.zeros(len(f), dtype=bool)
+        return np.isfinite(f[column].to_numpy(dtype=np.float64, na_value=np.nan))
+
+    return rows
 
 
 def _all(f: pd.DataFrame) -> np.ndarray:
@@ -171,6 +178,12 @@ FIGURES: dict[str, Figure] = {
     "type_accuracy": Figure("type accuracy", _all, _type_hits, lower_is_better=False),
     "time_nll": Figure("time NLL", _finite("time_nll"), lambda f: f["time_nll"].to_numpy(float)),
     "type_nll": Figure("type NLL", _finite("type_nll"), lambda f: f["type_nll"].to_numpy(float)),
+    # on data recorded to a time resolution: −log P(the true gap's bin), ties included
+    "time_nll_binned": Figure(
+        "time NLL of the gap's bin",
+        _finite("time_nll_binned"),
+        lambda f: f["time_nll_binned"].to_numpy(float) if len(f) else np.empty(0),
+    ),
     "joint_nll": Figure(
         "time + type NLL",
         lambda f: _finite("time_nll")(f) & _finite("type_nll")(f),
@@ -190,6 +203,8 @@ def figure_values(name: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarra
     """(row mask, contributions of those rows) of a figure on an evaluation's targets."""
     fig = FIGURES[name]
     rows = fig.rows(frame)
+    if not rows.any():  # e.g. a figure whose column this evaluation does not have
+        return rows, np.empty(0)
     return rows, fig.values(frame[rows])
 
 

@@ -58,7 +58,13 @@ from typing import Any
 import numpy as np
 
 from mmtpp.events import read_info, split_of
-from mmtpp.intensity_integrals import gap_grid, gap_summary, next_event_integrals
+from mmtpp.intensity_integrals import (
+    bin_log_probability,
+    compensator,
+    gap_grid,
+    gap_summary,
+    next_event_integrals,
+)
 from mmtpp.peer_models import (
     PEER_NAMES,
     Events,
@@ -73,6 +79,7 @@ from mmtpp.peer_models import (
 )
 from mmtpp.progress import say
 from mmtpp.shards import sample_targets
+from mmtpp.timecodec import resolution_bins
 from mmtpp.validation import read_sequences
 
 SCORE_KEYS = (
@@ -160,8 +167,12 @@ def _intensity_after(peer: Peer, tokenizer: Any, events: Events, start: int, i: 
     return intensity
 
 
-def _intensity_scores(peer: Peer, sequences: dict[str, Events], targets, out: dict) -> None:
-    """Fill ``out`` for an intensity model, target by target (see ``next_event_integrals``)."""
+def _intensity_scores(
+    peer: Peer, sequences: dict[str, Events], targets, out: dict, bins: np.ndarray | None
+) -> None:
+    """Fill ``out`` for an intensity model, target by target (see ``next_event_integrals``);
+    with ``bins`` [m, 2] (model unit) also each target's bin probability, from Λ(lo) and
+    ∫_lo^hi λ."""
     tokenizer = event_tokenizer(peer.num_types)
     s = peer.settings
     grid = gap_grid(s.grid_points, s.grid_horizon)
@@ -180,11 +191,20 @@ def _intensity_scores(peer: Peer, sequences: dict[str, Events], targets, out: di
         out["type_probs"][r] = res["probs"]
         for key in ("mean_gap", "median_gap", "tail_mass", "integration_error"):
             out[key][r] = res[key]
+        if bins is not None:
+            lo, hi = bins[r]
+            before = compensator(intensity, 0.0, lo)[0] if lo > 0 else 0.0
+            out["time_nll_binned"][r] = -bin_log_probability(
+                -before, compensator(intensity, lo, hi)[0]
+            )
 
 
-def _intensity_free_scores(peer: Peer, sequences: dict[str, Events], targets, out: dict) -> None:
+def _intensity_free_scores(
+    peer: Peer, sequences: dict[str, Events], targets, out: dict, bins: np.ndarray | None
+) -> None:
     """Fill ``out`` for IntensityFree: its mixture density, exactly as its loss builds it (the
-    tests check the sum against ``loglike_loss``), one model pass per window."""
+    tests check the sum against ``loglike_loss``), one model pass per window; with ``bins``
+    also each target's bin probability from its closed-form survival function."""
     import torch
     from easy_tpp.model.intensity_free import LogNormalMixtureDistribution, clamp_preserve_gradients
 
@@ -218,6 +238,17 @@ def _intensity_free_scores(peer: Peer, sequences: dict[str, Events], targets, ou
             log_p = dist.log_prob(tau.clamp(min=1e-5)[:, None])[:, 0]  # clamp: as its loss
             log_s = dist.log_survival_function(torch.tensor(grid[1:], dtype=ctx.dtype)[None])
             marks = torch.log_softmax(model.mark_linear(ctx), dim=-1)  # K + 1 (pad included)
+            if bins is not None:  # in float64: a narrow bin's mass is S(lo) − S(hi)
+                exact = LogNormalMixtureDistribution(
+                    locs=raw[..., :c].double(),
+                    log_scales=clamp_preserve_gradients(raw[..., c : 2 * c], -5.0, 3.0).double(),
+                    log_weights=torch.log_softmax(raw[..., 2 * c :].double(), dim=-1),
+                    mean_log_inter_time=model.mean_log_inter_time,
+                    std_log_inter_time=model.std_log_inter_time,
+                )
+                edges = torch.tensor(bins[[r for r, _, _ in rows]], dtype=torch.float64)
+                log_s_bin = exact.log_survival_function(edges.clamp(min=1e-300)).numpy()
+                log_s_bin[edges[:, 0].numpy() <= 0, 0] = 0.0  # S(0) = 1
         big_lam = np.concatenate([np.zeros((len(rows), 1)), -log_s.double().numpy()], axis=1)
         mean, median = gap_summary(grid, big_lam)
         marks_np = marks.double().numpy()
@@ -229,10 +260,16 @@ def _intensity_free_scores(peer: Peer, sequences: dict[str, Events], targets, ou
             out["mean_gap"][r], out["median_gap"][r] = mean[j], median[j]
             out["tail_mass"][r] = math.exp(-big_lam[j, -1])
             out["integration_error"][r] = 0.0  # closed forms; the mean's grid: see docs
+            if bins is not None:
+                lo, hi = log_s_bin[j]
+                out["time_nll_binned"][r] = -bin_log_probability(lo, lo - hi)
 
 
 def score_targets(
-    peer: Peer, sequences: dict[str, Events], targets: Sequence[tuple[str, int]]
+    peer: Peer,
+    sequences: dict[str, Events],
+    targets: Sequence[tuple[str, int]],
+    resolution: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Score ``targets`` ((seq_id, i): event i predicted from events < i) in the order given.
 
@@ -240,7 +277,8 @@ def score_targets(
     dataset's unit, see the module docstring) and ``type_probs`` [len(targets), K] (the
     marginal P(type)). Likelihoods are deterministic; the thinning draws restart from the
     peer's seed on every call, and its one-step prediction reads every target of a sequence
-    from one pass.
+    from one pass. With the data's time ``resolution`` (dataset unit) also
+    ``time_nll_binned``: −log P(the true gap's bin), ``timecodec.resolution_bins``.
     """
     import torch
 
@@ -251,10 +289,15 @@ def score_targets(
     m = len(targets)
     out = {key: np.full(m, np.nan) for key in SCORE_KEYS}
     out["type_probs"] = np.full((m, peer.num_types), np.nan)
+    bins = None
+    if resolution:
+        gaps = np.array([sequences[q][0][i] - sequences[q][0][i - 1] for q, i in targets])
+        bins = resolution_bins(gaps, resolution) / peer.time_scale
+        out["time_nll_binned"] = np.full(m, np.nan)
     torch.set_flush_denormal(True)
     peer.model.eval()
     score = _intensity_free_scores if peer.name == "IntensityFree" else _intensity_scores
-    score(peer, sequences, targets, out)
+    score(peer, sequences, targets, out, bins)
     # model unit → dataset unit: a density gains log s, a gap is multiplied by s
     out["time_nll"] += math.log(peer.time_scale)
     out["mean_gap"] *= peer.time_scale
@@ -377,7 +420,7 @@ def run_peers(
         peer = fit_peer(name, by_split["train"], by_split["val"], info.num_types, settings, say)
         say(f"peer {name}: scoring {len(targets)} targets")
         start = time.perf_counter()
-        scores = score_targets(peer, sequences, targets)
+        scores = score_targets(peer, sequences, targets, info.time_resolution)
         out["peers"][name] = {
             "score_seconds": time.perf_counter() - start,
             "scores": scores,

@@ -1,5 +1,6 @@
 """Exact quantiles of the model's gap distribution at float32 resolution, by descending the
-byte tree one byte at a time (``descend_quantiles``).
+byte tree one byte at a time (``descend_quantiles``), and the exact probability of an interval
+of gaps (``interval_mass``).
 
 A gap is four byte tokens of a big-endian float32 (``mmtpp.timecodec``), and for non-negative
 floats the lexicographic order of the bytes is the value order (``mmtpp.distribution``), so a
@@ -16,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from mmtpp.distribution import NEGATIVE_FIRST_BYTE, TOP_FIRST_BYTE, check_levels
-from mmtpp.timecodec import decode
+from mmtpp.timecodec import decode, encode
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,18 @@ class Descent:
 
     quantiles: np.ndarray
     excluded: np.ndarray
+
+
+def valid_bytes(depth: int, prefixes: np.ndarray) -> np.ndarray:
+    """[n, 256] the bytes that can follow ``prefixes`` [n, depth] in a valid gap: no negative
+    first byte (≥ 128), no second byte ≥ 128 after first byte 127 (inf/NaN)."""
+    byte = np.arange(256)
+    allowed = np.ones((len(prefixes), 256), dtype=bool)
+    if depth == 0:
+        allowed &= byte < NEGATIVE_FIRST_BYTE
+    elif depth == 1:
+        allowed &= ~((prefixes[:, :1] == TOP_FIRST_BYTE) & (byte >= 128))
+    return allowed
 
 
 def descend_quantiles(
@@ -64,7 +77,6 @@ def descend_quantiles(
     prefixes = np.zeros((n, 0), dtype=np.uint8)
     excluded = np.zeros((n, 4))
     dead = np.zeros(n, dtype=bool)
-    byte = np.arange(256)
     for depth in range(4):
         p = np.asarray(next_byte_probs(prefixes), dtype=np.float64)
         if p.shape != (n, 256) or not np.isfinite(p).all() or (p < 0).any():
@@ -72,18 +84,12 @@ def descend_quantiles(
                 f"next_byte_probs at depth {depth} must return {n}x256 "
                 f"probabilities, got shape {p.shape}"
             )
-        allowed = np.ones((n, 256), dtype=bool)
-        if depth == 0:
-            allowed &= byte < NEGATIVE_FIRST_BYTE
-            if allowed_first is not None:
-                allowed_first = np.asarray(allowed_first, dtype=bool)
-                if allowed_first.shape != (batch, 256):
-                    raise ValueError(
-                        f"allowed_first must be [{batch}, 256], got {allowed_first.shape}"
-                    )
-                allowed &= np.repeat(allowed_first, per, axis=0)
-        elif depth == 1:
-            allowed &= ~((prefixes[:, :1] == TOP_FIRST_BYTE) & (byte >= 128))
+        allowed = valid_bytes(depth, prefixes)
+        if depth == 0 and allowed_first is not None:
+            allowed_first = np.asarray(allowed_first, dtype=bool)
+            if allowed_first.shape != (batch, 256):
+                raise ValueError(f"allowed_first must be [{batch}, 256], got {allowed_first.shape}")
+            allowed &= np.repeat(allowed_first, per, axis=0)
         q = np.where(allowed, p, 0.0)
         total = q.sum(axis=1)
         excluded[:, depth] = np.clip(1.0 - total, 0.0, 1.0)
@@ -106,3 +112,48 @@ def descend_quantiles(
     values = decode(prefixes).astype(np.float64)
     values[dead] = np.nan
     return Descent(values.reshape(batch, per), excluded.reshape(batch, per, 4))
+
+
+def interval_mass(
+    next_byte_probs: Callable[[np.ndarray], np.ndarray], lo: ArrayLike, hi: ArrayLike
+) -> np.ndarray:
+    """[B] the probability of the float32 values in [lo, hi) (0 ≤ lo ≤ hi, [B] each; the
+    edges rounded to float32) under the distribution a sampler draws when it masks invalid
+    tokens at every step (as ``descend_quantiles``'s quantiles and ``forecast``): at each
+    step the probabilities of the bytes that keep the gap valid (``valid_bytes``), summing
+    to 1 — so every prefix's probability is the mass of the values under it.
+
+    Lexicographic byte order is value order, so the two edges' byte paths share a prefix up to
+    the first byte where they differ (the split). The mass is the prefix's probability times
+    that of the bytes strictly between the two split bytes, plus, below the split, every byte
+    above the lower path's (and the lower edge's own value) and every byte under the upper
+    path's: sums of positive terms, so a narrow bin keeps its precision.
+
+    ``next_byte_probs(prefixes)`` as for ``descend_quantiles`` with L = 2: rows 2b and 2b + 1
+    are the lower and upper edge of interval b; it is called with d = 0, 1, 2, 3 columns.
+    """
+    edges = encode(np.stack([np.asarray(lo, np.float64), np.asarray(hi, np.float64)], axis=1))
+    paths = edges.astype(np.int64)  # [B, 2, 4]
+    low, high = paths[:, 0], paths[:, 1]
+    differ = low != high
+    split = np.where(differ.any(axis=1), differ.argmax(axis=1), 4)
+    rows, values = np.arange(len(paths)), np.arange(256)
+    common = np.ones(len(paths))  # the shared prefix's probability (before the split)
+    a_lo, a_hi, total = np.zeros(len(paths)), np.zeros(len(paths)), np.zeros(len(paths))
+    for depth in range(4):
+        prefixes = edges.reshape(-1, 4)[:, :depth]
+        probs = np.where(valid_bytes(depth, prefixes), next_byte_probs(prefixes), 0.0)
+        total_valid = probs.sum(axis=1, keepdims=True)
+        probs = probs / np.where(total_valid > 0, total_valid, 1.0)
+        p_lo, p_hi = probs[0::2], probs[1::2]  # [B, 256], given each edge's prefix
+        b_lo, b_hi = low[:, depth], high[:, depth]
+        at, after = split == depth, split < depth
+        between = (values > b_lo[:, None]) & (values < b_hi[:, None])
+        above_lo = np.where(values > b_lo[:, None], p_lo, 0.0).sum(axis=1)
+        below_hi = np.where(values < b_hi[:, None], p_hi, 0.0).sum(axis=1)
+        total += np.where(at, common * np.where(between, p_lo, 0.0).sum(axis=1), 0.0)
+        total += np.where(after, a_lo * above_lo + a_hi * below_hi, 0.0)
+        a_lo = np.where(at, common * p_lo[rows, b_lo], a_lo * p_lo[rows, b_lo])
+        a_hi = np.where(at, common * p_lo[rows, b_hi], a_hi * p_hi[rows, b_hi])
+        common = common * p_lo[rows, b_lo]
+    return np.where(split < 4, total + a_lo, 0.0)  # + the lower edge's own value

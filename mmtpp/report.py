@@ -158,6 +158,10 @@ def _likelihood_rows(nll: dict[str, Any]) -> list[str]:
         lines.append(_figure_row(label, n, baseline, _ci(n.get("captured"), ".0%")))
     j = nll["joint"]
     lines.append(_figure_row("time + type NLL", j, _ci(j["baseline"]), ""))
+    if "time_binned" in nll:  # data recorded to a resolution: the probability of the gap's bin
+        b = nll["time_binned"]
+        label = "time NLL of the gap's bin (ties included)"
+        lines.append(_figure_row(label, b, f"Poisson {_ci(b['baseline'])}", ""))
     return lines
 
 

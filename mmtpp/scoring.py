@@ -51,6 +51,8 @@ PREDICTION_SCHEMA = pa.schema(
         ("true_type", pa.int32()),
         ("true_text", pa.string()),
         ("time_nll", pa.float64()),  # NaN for a zero gap (a tie)
+        # −log P(the true gap's bin) on data recorded to a time resolution (else null)
+        ("time_nll_binned", pa.float64()),
         ("type_nll", pa.float64()),
         ("pit", pa.float64()),
         ("crps", pa.float64()),
@@ -85,6 +87,8 @@ class PredictionRequest:
     # the (seq_id, target) pairs that get a forecast (empty: every target)
     forecast_targets: frozenset[tuple[str, int]] = frozenset()
     forecast_seed: int = 0  # with (seq_id, target): the seed of a target's forecast
+    # the data's time resolution (DatasetInfo.time_resolution): also score each true gap's bin
+    time_resolution: float | None = None
 
     def __post_init__(self) -> None:
         if unknown := set(self.tasks) - set(TASKS):
@@ -161,7 +165,13 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
     type_probs = predictor.type_probabilities(prompts["type"])
     truths = [_truth(seq, t) for seq, _, t in good]
     gaps = np.array([x.get("true_gap", 1.0) for x in truths])
-    nll_time = _known_time_nll(predictor, prompts["time"], truths, gaps)
+    nll_time = _on_known(predictor.time_nll, prompts["time"], truths, gaps)
+    binned = None
+    if request.time_resolution:
+        r = request.time_resolution
+        binned = _on_known(
+            lambda ps, g: predictor.binned_time_nll(ps, g, r), prompts["time"], truths, gaps
+        )
     pit, crps = dist.pit(gaps), dist.crps(gaps)
     curves = _chosen_curves(predictor, good, request, options)
     forecasts = _forecasts(predictor, good, request)
@@ -187,6 +197,7 @@ def _score_batch(predictor, items, rule, request, rows: PredictionRows) -> None:
             row.update(_decoded_columns(p, decoded))
         if truth:
             row["time_nll"] = float(nll_time[i])
+            row["time_nll_binned"] = None if binned is None else float(binned[i])
             row["type_nll"] = float(-np.log(max(type_probs[i][truth["true_type"]], 1e-45)))
             row["pit"], row["crps"] = float(pit[i]), float(crps[i])
         if curves is not None and i in curves:
@@ -233,13 +244,14 @@ def _decoded_columns(prediction, decoded: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _known_time_nll(predictor, prompts, truths, gaps: np.ndarray) -> np.ndarray:
-    """[targets] teacher-forced time NLL of the true gaps; NaN where the truth is unknown."""
+def _on_known(score, prompts, truths, gaps: np.ndarray) -> np.ndarray:
+    """[targets] ``score(prompts, gaps)`` (a time NLL) of the targets whose truth is known; NaN
+    for the others."""
     known = np.array([bool(x) for x in truths])
     nll = np.full(len(truths), np.nan)
     if known.any():
         known_prompts = [p for p, k in zip(prompts, known, strict=True) if k]
-        nll[known] = predictor.time_nll(known_prompts, gaps[known])
+        nll[known] = score(known_prompts, gaps[known])
     return nll
 
 

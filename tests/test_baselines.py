@@ -30,6 +30,23 @@ def test_baseline_columns_on_the_given_targets():
     np.testing.assert_allclose(cols["freq_type_nll"], -np.log([0.25, 0.75]))
     np.testing.assert_allclose(cols["poisson_pit"], 1 - np.exp(-np.array([2.0, 3.0]) / 2))
     np.testing.assert_allclose(cols["poisson_quantiles"][0, 1], 2.0 * np.log(2))
+    assert "poisson_time_nll_binned" not in cols  # continuous times: no bins
+
+
+def test_poisson_bin_probability_on_data_recorded_to_a_resolution():
+    """Times in whole minutes of an hour: P(bin) = S(lo) − S(hi) of the exponential; a tie's
+    bin is [0, r/2); a fine resolution tends to density × width."""
+    s = seq("s", [0.0, 1.0, 1.0, 6.0 + 1 / 60], [1, 1, 0, 1])  # gaps 1 h, 0 (a tie), 5 h 1 min
+    ref = Reference(mean_gap=2.0, median_gap=2.0, majority=1, type_freq=np.array([0.25, 0.75]))
+    targets = [("s", 1), ("s", 2), ("s", 3)]
+    r = 1 / 60
+    cols = baseline_columns(ref, {"s": s}, targets, [0.5], resolution=r)
+    lo, hi = np.array([1 - r / 2, 0.0, 5 + r / 2]), np.array([1 + r / 2, r / 2, 5 + 3 * r / 2])
+    want = -np.log(np.exp(-lo / 2) - np.exp(-hi / 2))
+    np.testing.assert_allclose(cols["poisson_time_nll_binned"], want, rtol=1e-12)
+    fine = baseline_columns(ref, {"s": s}, targets, [0.5], resolution=1e-7)
+    density = cols["poisson_time_nll"][[0, 2]] - np.log(1e-7)
+    np.testing.assert_allclose(fine["poisson_time_nll_binned"][[0, 2]], density, rtol=1e-6)
 
 
 def test_oracle_columns_are_the_bayes_predictions_of_the_same_targets():

@@ -63,6 +63,19 @@ def test_import_argument_errors_are_one_line(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_import_records_the_time_resolution(tmp_path, capsys):
+    import json
+
+    csv = tmp_path / "ev.csv"
+    csv.write_text("seq_id,time,type\na,0,0\na,60,1\na,180,0\n")
+    out = tmp_path / "ds"
+    argv = ["data", "import", "table", str(csv), "--out", str(out)]
+    assert main([*argv, "-o", "time_resolution=60"]) == 0
+    assert json.loads((out / "dataset.json").read_text())["time_resolution"] == 60
+    assert main([*argv, "-o", "time_resolution=0"]) == 1
+    assert "time_resolution must be a positive number" in capsys.readouterr().err
+
+
 def _job(name: str):
     import importlib.util
     from pathlib import Path

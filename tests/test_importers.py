@@ -649,6 +649,10 @@ def test_nycflights():
         assert image.format == "PNG" and image.size == (40, 40)
     first = seqs[0]
     assert first.text[0].split()[0] == info.type_names[first.type[0]]  # carrier = type
+    # scheduled departures in whole minutes: the recorded resolution, which the gaps keep
+    assert info.time_resolution == pytest.approx(1 / 60)
+    minutes = np.concatenate([np.diff(s.time) for s in seqs]) * 60
+    np.testing.assert_allclose(minutes, np.round(minutes), atol=1e-6)
 
 
 def test_nycflights_rejects_bad_options():

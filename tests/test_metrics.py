@@ -84,3 +84,30 @@ def test_model_figures_read_the_per_target_table():
     assert out["joint_nll"]["estimate"] == pytest.approx((0.6 + 1.3 + 2.4) / 3)
     assert out["coverage_90"]["estimate"] == 0.5  # 1.5 and 2.0 inside [0.5, 2.5]
     assert set(out) == set(FIGURES)
+
+
+def test_the_bin_likelihood_counts_ties_and_reaches_the_report():
+    """On data recorded to a resolution the evaluation adds −log P(bin) beside the density
+    NLL, on every target with a value (ties too), and the report shows it with Poisson's."""
+    from mmtpp.evaluate import _likelihood
+    from mmtpp.report import _likelihood_rows
+
+    rng = np.random.default_rng(0)
+    n = 50
+    frame = pd.DataFrame(
+        {
+            "time_nll": np.r_[np.full(5, np.nan), rng.normal(1.0, 0.3, n - 5)],  # 5 ties
+            "poisson_time_nll": rng.normal(2.0, 0.3, n),
+            "type_nll": rng.uniform(0.5, 1.5, n),
+            "freq_type_nll": rng.uniform(1.0, 1.5, n),
+            "time_nll_binned": rng.normal(4.0, 0.3, n),
+            "poisson_time_nll_binned": rng.normal(5.0, 0.3, n),
+        }
+    )
+    nll = _likelihood(frame, bayes=False)
+    assert nll["time"]["targets"] == n - 5 and nll["time_binned"]["targets"] == n
+    assert nll["time_binned"]["model"]["estimate"] == pytest.approx(frame["time_nll_binned"].mean())
+    rows = _likelihood_rows(nll)
+    assert len(rows) == 4 and rows[-1].startswith("| time NLL of the gap's bin")
+    without = _likelihood(frame.drop(columns=["time_nll_binned"]), bayes=False)
+    assert "time_binned" not in without and len(_likelihood_rows(without)) == 3

@@ -49,6 +49,22 @@ def test_scores_equal_the_in_process_predictor_on_the_same_targets(predictor, tr
     assert known["type_nll"] == pytest.approx(-np.log(known["type_probs"][known["true_type"]]))
     assert after_end["true_gap"] is None and after_end["time_nll"] is None  # nothing to score
     assert len(known["curve_time_nll"]) == 4 and known["curve_events"][0] == 2
+    assert known["time_nll_binned"] is None  # continuous times: no bins
+
+
+def test_data_recorded_to_a_resolution_get_the_bin_nll(predictor, trained):
+    p, seqs = predictor
+    request = PredictionRequest(
+        str(trained[0]), DecodeOptions(), ("time", "type"), time_resolution=0.5
+    )
+    rows = score_sequences(p, seqs[:1], [[10, 12, len(seqs[0])]], request).to_pylist()
+    want = p.binned_time_nll(
+        p.prompts([seqs[0].slice(0, 10), seqs[0].slice(0, 12)], "time", DecodeOptions()),
+        [seqs[0].gaps[10], seqs[0].gaps[12]],
+        0.5,
+    )
+    np.testing.assert_allclose([r["time_nll_binned"] for r in rows[:2]], want, rtol=1e-6)
+    assert rows[2]["time_nll_binned"] is None  # after the end: no truth
 
 
 def test_forecasts_of_chosen_targets_and_nulls_elsewhere(predictor, trained):

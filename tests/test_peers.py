@@ -156,6 +156,21 @@ def test_outputs_are_in_the_dataset_unit(easy_tpp, events, name):
     np.testing.assert_array_equal(fine["pred_type"], base["pred_type"])
 
 
+@pytest.mark.parametrize("name", ["THP", "IntensityFree"])
+def test_a_fine_bin_holds_density_times_width(easy_tpp, events, name):
+    """−log P(bin) → time NLL − log r as the resolution r shrinks (both kinds of peer: the
+    intensity integral and the closed-form survival); coarse bins hold more mass."""
+    peer = fit_peer(name, events[:4], events[4:5], 2, FAST)
+    times, types = events[5][0][:15], events[5][1][:15]
+    targets = _all_targets(times, "s")
+    fine = score_targets(peer, {"s": (times, types)}, targets, resolution=1e-5)
+    density = fine["time_nll"] - math.log(1e-5)
+    np.testing.assert_allclose(fine["time_nll_binned"], density, atol=5e-3)
+    coarse = score_targets(peer, {"s": (times, types)}, targets, resolution=0.5)
+    assert np.all(coarse["time_nll_binned"] < fine["time_nll_binned"])
+    assert "time_nll_binned" not in score_targets(peer, {"s": (times, types)}, targets[:2])
+
+
 def test_poisson_time_nll_in_the_dataset_unit(easy_tpp):
     """Poisson events at 40 per unit: the exact time NLL is 1 − log 40 ≈ −2.69 nats, the
     median gap ln 2 / 40."""
@@ -271,3 +286,12 @@ def test_the_comparison_table_is_paired_on_the_targets_every_row_has():
     rmse = res["figures"]["mmtpp"]["gap RMSE"]["estimate"]
     assert rmse == pytest.approx(np.sqrt(np.mean((ours["pred_gap"] - truth["gap"]) ** 2)))
     assert res["figures"]["mmtpp"]["type accuracy"]["estimate"] == 1.0
+    assert "time NLL of the bin" not in res["targets"]  # no row has it: no column
+
+    # data recorded to a resolution: the bin NLL where the rows have it (ties included)
+    ours["binned"] = rng.normal(3.0, 0.5, n)
+    peer["binned"] = ours["binned"] - 0.5
+    res = table({"mmtpp": ours, "peer": peer, "baseline": baseline}, truth)
+    assert res["targets"]["time NLL of the bin"] == n
+    assert res["versus_mmtpp"]["peer"]["time NLL of the bin"]["estimate"] == pytest.approx(-0.5)
+    assert "time NLL of the bin" not in res["figures"]["baseline"]

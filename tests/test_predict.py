@@ -219,19 +219,14 @@ def test_gap_quantiles_of_a_known_byte_distribution_are_exact(predictor, monkeyp
         p.gap_intervals(seqs[:1], (1.0,))
 
 
-def test_exact_quantiles_descend_the_byte_tree_with_the_cache(predictor):
-    """The cached descent equals a descent whose every step is a full forward pass of the
-    prompt, ``<|time_start|>`` and the bytes chosen so far (the definition)."""
-    from mmtpp.quantile_descent import descend_quantiles
+def _by_forward_passes(p, prompts, per: int):
+    """``next_byte_probs`` by definition: for row r, a full forward pass of prompt r // per,
+    ``<|time_start|>`` and the row's bytes so far."""
 
-    p, seqs = predictor
-    prompts = p.prompts(seqs[:2], "time", DecodeOptions())
-    levels = [0.1, 0.5, 0.9]
-
-    def by_forward_passes(prefixes):
+    def next_byte_probs(prefixes):
         out = []
         for row, prefix in enumerate(prefixes):
-            prompt = prompts[row // len(levels)]
+            prompt = prompts[row // per]
             ids = [*prompt.input_ids, p.ids.time_start, *p.ids.byte_ids[prefix].tolist()]
             batch = collate(
                 [{"input_ids": ids, "images": prompt.images}],
@@ -246,7 +241,18 @@ def test_exact_quantiles_descend_the_byte_tree_with_the_cache(predictor):
             out.append(torch.softmax(logits, -1)[p.ids.byte_ids].double().numpy())
         return np.stack(out)
 
-    want = descend_quantiles(by_forward_passes, levels, len(prompts))
+    return next_byte_probs
+
+
+def test_exact_quantiles_descend_the_byte_tree_with_the_cache(predictor):
+    """The cached descent equals a descent whose every step is a full forward pass of the
+    prompt, ``<|time_start|>`` and the bytes chosen so far (the definition)."""
+    from mmtpp.quantile_descent import descend_quantiles
+
+    p, seqs = predictor
+    prompts = p.prompts(seqs[:2], "time", DecodeOptions())
+    levels = [0.1, 0.5, 0.9]
+    want = descend_quantiles(_by_forward_passes(p, prompts, len(levels)), levels, len(prompts))
     got = p.exact_quantiles(prompts, levels, max_rows=4)  # 1 prompt x 3 levels per call
     # the same path down the tree: a float rounding of the probabilities (~1e-6) can move
     # the last byte of a level that falls near a byte's edge, no more
@@ -381,3 +387,23 @@ def test_prompts_follow_the_cards_calibrated_rule(trained, predictor, tmp_path):
         assert ours.compressed_events == expected.sum()
         differ += ours.input_ids != theirs.input_ids
     assert differ == len(seqs)  # another Δ, another prompt: the card's rule is what counts
+
+
+def test_interval_probability_reads_the_byte_tree_with_the_cache(predictor):
+    """The cached interval mass equals the one read by full forward passes; the whole line
+    has mass 1 and adjacent intervals add up; a tie has a bin."""
+    from mmtpp.quantile_descent import interval_mass
+
+    p, seqs = predictor
+    prompts = p.prompts(seqs[:2], "time", DecodeOptions())
+    lo, hi = np.array([0.5, 0.0]), np.array([2.0, 1e-3])
+    want = interval_mass(_by_forward_passes(p, prompts, 2), lo, hi)
+    got = p.interval_probability(prompts, lo, hi, max_rows=2)  # one prompt per call
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-9)
+    whole = p.interval_probability(prompts, [0.0, 0.0], [3.4e38, 3.4e38])
+    np.testing.assert_allclose(whole, 1.0, atol=1e-5)
+    a, b, c = np.full(2, 0.3), np.full(2, 0.7), np.full(2, 1.9)
+    parts = p.interval_probability(prompts, a, b) + p.interval_probability(prompts, b, c)
+    np.testing.assert_allclose(p.interval_probability(prompts, a, c), parts, rtol=1e-5)
+    nll = p.binned_time_nll(prompts, [0.0, 1.0], 1 / 60)
+    assert np.isfinite(nll).all() and (nll > 0).all()

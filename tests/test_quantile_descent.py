@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from test_distribution import random_arrays
 
 from mmtpp.distribution import ByteGapDistribution
-from mmtpp.quantile_descent import descend_quantiles
+from mmtpp.quantile_descent import descend_quantiles, interval_mass
 from mmtpp.timecodec import decode, encode
 
 
@@ -35,6 +35,8 @@ class ConstructedModel:
             match = (self.words[:, :depth] == prefix).all(axis=1)
             conditional = np.zeros(256)
             np.add.at(conditional, self.words[match, depth], self.weights[match])
+            if not match.any():  # a prefix of probability 0 (an interval's edge): any row
+                conditional[:] = 1.0
             probs[r, self.byte_ids] = (1 - self.junk) * conditional / conditional.sum()
             if depth == 0:  # half the junk on a negative first byte
                 probs[r, self.byte_ids[0xC1]] += self.junk / 2
@@ -149,3 +151,51 @@ def test_descent_without_any_valid_byte_gives_nan():
     assert np.isnan(got.quantiles).all() and got.excluded[:, :, 0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="next_byte_probs at depth 0 must return 2x256"):
         descend_quantiles(lambda p: np.ones((1, 256)) / 256, [0.5], batch=2)
+
+
+def _known_mass(model: ConstructedModel, lo: float, hi: float) -> float:
+    """Σ of the known values' probabilities in [float32(lo), float32(hi)) (the junk on invalid
+    tokens at every step masked, as a sampler does)."""
+    values = decode(model.words).astype(np.float64)
+    inside = (values >= np.float32(lo)) & (values < np.float32(hi))
+    return model.weights[inside].sum() / model.weights.sum()
+
+
+def test_interval_mass_of_constructed_logits_counts_the_lower_edge_not_the_upper():
+    values = [1e-3, 0.5, 1.0, 1.5, 3.0, 2.5e3, 3e38]
+    model = ConstructedModel(values, [0.15, 0.1, 0.2, 0.05, 0.3, 0.15, 0.05], junk=0.1)
+    edges = [(0.0, 1.0), (1.0, 1.5), (0.5, 0.5), (0.0, 3.4e38), (1.4, 2.6e3), (2.0, 2.9)]
+    got = interval_mass(model, [e[0] for e in edges], [e[1] for e in edges])
+    assert model.calls == [0, 1, 2, 3]
+    want = [_known_mass(model, lo, hi) for lo, hi in edges]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert got[2] == 0.0 and got[5] == 0.0  # an empty interval; no value inside
+    # edges that part at the third and at the last byte: values a few float32 steps apart
+    ulp = 2.0**-23
+    near = [1.0, 1.0 + 3 * ulp, 1.0 + 5 * ulp, 1.0 + 300 * ulp, 1.0 + 301 * ulp]
+    model = ConstructedModel(near, [0.1, 0.2, 0.3, 0.25, 0.15], junk=0.1)
+    edges = [(1.0 + ulp, 1.0 + 5 * ulp), (1.0 + 3 * ulp, 1.0 + 301 * ulp), (1.0, 1.0 + ulp)]
+    got = interval_mass(model, [e[0] for e in edges], [e[1] for e in edges])
+    np.testing.assert_allclose(got, [0.2, 0.75, 0.1], rtol=1e-12)
+
+
+@given(
+    values=st.lists(
+        st.floats(float(np.float32(1e-30)), float(np.float32(1e30)), width=32),
+        min_size=1,
+        max_size=6,
+        unique=True,
+    ),
+    weights=st.lists(st.floats(0.01, 1.0), min_size=6, max_size=6),
+    cuts=st.lists(st.floats(0.0, float(np.float32(3e30)), width=32), min_size=2, max_size=2),
+    on_value=st.booleans(),
+)
+def test_interval_mass_is_exact_for_any_known_distribution(values, weights, cuts, on_value):
+    """Any interval, split at any byte (or not at all), edges on a value or between values."""
+    model = ConstructedModel(values, np.asarray(weights[: len(values)]), junk=0.05)
+    lo, hi = sorted(cuts)
+    if on_value:  # the lower edge exactly on a value: it counts
+        lo = min(values)
+        hi = max(hi, lo)
+    got = interval_mass(model, [lo], [hi])[0]
+    assert got == pytest.approx(_known_mass(model, lo, hi), rel=1e-9, abs=1e-15)

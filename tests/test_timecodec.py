@@ -93,3 +93,13 @@ def test_interval_width_is_the_float32_cell():
     assert w[1] == 2.0**-23  # one ulp elsewhere
     assert w[2] == 2.0**-150  # [0, half the smallest subnormal]
     assert w[3] == 2.0**-149
+
+
+def test_resolution_bins_are_centred_on_the_grid_and_cut_at_zero():
+    bins = timecodec.resolution_bins([1.0, 0.0, 2.0 + 1e-9, 0.01], 1 / 60)
+    r = 1 / 60
+    # 0.6 min rounds to the 1-minute grid point; a tie's bin starts at 0
+    want = [[1 - r / 2, 1 + r / 2], [0.0, r / 2], [2 - r / 2, 2 + r / 2], [r / 2, 3 * r / 2]]
+    np.testing.assert_allclose(bins, want, atol=1e-15)
+    with pytest.raises(ValueError, match="positive"):
+        timecodec.resolution_bins([1.0], 0.0)

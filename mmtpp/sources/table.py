@@ -271,6 +271,7 @@ def load_table(
     time_unit: str = "s",
     image_root: str | Path | None = None,
     quarantine: Quarantine | None = None,
+    time_resolution: float | None = None,
 ) -> tuple[DatasetInfo, Iterator[EventSequence]]:
     """Sequences of an events table (see the module docstring for the columns).
 
@@ -280,7 +281,8 @@ def load_table(
     ``image_root``: a trusted folder image paths may also lead into. ``quarantine``: None
     (strict) raises ``ReadError`` at the first unreadable row; a ``Quarantine`` receives the
     unreadable sequences and rows (at once; while iterating for an image file that cannot be
-    read) and the rest is imported.
+    read) and the rest is imported. ``time_resolution``: the step the times are recorded to,
+    in ``time_unit`` (e.g. 60 for seconds recorded to whole minutes; ``DatasetInfo``).
     """
     path = Path(path)
     if not path.is_file():
@@ -316,5 +318,6 @@ def load_table(
         time_unit=time_unit,
         description=f"imported from the events table {path}",
         source=described,
+        time_resolution=time_resolution,
     )
     return info, events.sequences(quarantine)
