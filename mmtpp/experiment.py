@@ -146,7 +146,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     for i, (variant, seed) in enumerate(exp.runs(), start=1):
         config = exp.config(variant, seed)
         done = Path(config.output_dir) / FINISHED
-        stamp = json.dumps(config.to_dict(), sort_keys=True)
+        stamp = _stamp(config)
         if done.is_file() and done.read_text() == stamp:
             print(f"experiment: {variant} seed {seed} already finished, skipping", flush=True)
             continue
@@ -154,6 +154,10 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
         run_pipeline(config)
         done.write_text(stamp)
     return report(exp)
+
+
+def _stamp(config: Config) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True)
 
 
 def _run_dir(exp: Experiment, variant: str, seed: int) -> Path:
@@ -205,7 +209,13 @@ def import_scores(exp: Experiment, src: str | Path) -> list[tuple[str, int]]:
 
 
 def _done(exp: Experiment, variant: str, seed: int) -> bool:
-    return _targets_path(exp, variant, seed).is_file()
+    """The run has scored targets, and its stamp (when it has one) is the config this code
+    builds for it: scores of another config (e.g. imported from before a change) do not
+    count."""
+    if not _targets_path(exp, variant, seed).is_file():
+        return False
+    stamp = _run_dir(exp, variant, seed) / FINISHED
+    return not stamp.is_file() or stamp.read_text() == _stamp(exp.config(variant, seed))
 
 
 def _targets(exp: Experiment, variant: str, seed: int) -> pd.DataFrame:
@@ -221,7 +231,10 @@ def report(exp: Experiment) -> dict[str, Any]:
     every variant is evaluated (an experiment cut short reports its complete seeds)."""
     seeds = [s for s in exp.seeds if all(_done(exp, v, s) for v in exp.variants)]
     if not seeds:
-        raise FileNotFoundError(f"{exp.output_dir}: no seed has every variant evaluated yet")
+        raise FileNotFoundError(
+            f"{exp.output_dir}: no seed has every variant evaluated yet (a run whose saved "
+            "config differs from the current one does not count)"
+        )
     frames = {(v, s): _targets(exp, v, s) for s in seeds for v in exp.variants}
     table: dict[str, Any] = {}
     for name in exp.figures:

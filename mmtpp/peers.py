@@ -238,17 +238,14 @@ def _intensity_free_scores(
             log_p = dist.log_prob(tau.clamp(min=1e-5)[:, None])[:, 0]  # clamp: as its loss
             log_s = dist.log_survival_function(torch.tensor(grid[1:], dtype=ctx.dtype)[None])
             marks = torch.log_softmax(model.mark_linear(ctx), dim=-1)  # K + 1 (pad included)
-            if bins is not None:  # in float64: a narrow bin's mass is S(lo) − S(hi)
-                exact = LogNormalMixtureDistribution(
-                    locs=raw[..., :c].double(),
-                    log_scales=clamp_preserve_gradients(raw[..., c : 2 * c], -5.0, 3.0).double(),
-                    log_weights=torch.log_softmax(raw[..., 2 * c :].double(), dim=-1),
-                    mean_log_inter_time=model.mean_log_inter_time,
-                    std_log_inter_time=model.std_log_inter_time,
+            if bins is not None:
+                log_bin = _mixture_bin_log_prob(
+                    raw[:, 0, :c],
+                    clamp_preserve_gradients(raw[:, 0, c : 2 * c], -5.0, 3.0),
+                    raw[:, 0, 2 * c :],
+                    (model.mean_log_inter_time, model.std_log_inter_time),
+                    bins[[r for r, _, _ in rows]],
                 )
-                edges = torch.tensor(bins[[r for r, _, _ in rows]], dtype=torch.float64)
-                log_s_bin = exact.log_survival_function(edges.clamp(min=1e-300)).numpy()
-                log_s_bin[edges[:, 0].numpy() <= 0, 0] = 0.0  # S(0) = 1
         big_lam = np.concatenate([np.zeros((len(rows), 1)), -log_s.double().numpy()], axis=1)
         mean, median = gap_summary(grid, big_lam)
         marks_np = marks.double().numpy()
@@ -261,8 +258,29 @@ def _intensity_free_scores(
             out["tail_mass"][r] = math.exp(-big_lam[j, -1])
             out["integration_error"][r] = 0.0  # closed forms; the mean's grid: see docs
             if bins is not None:
-                lo, hi = log_s_bin[j]
-                out["time_nll_binned"][r] = -bin_log_probability(lo, lo - hi)
+                out["time_nll_binned"][r] = -log_bin[j]
+
+
+def _mixture_bin_log_prob(locs, log_scales, weight_logits, standardise, bins) -> np.ndarray:
+    """[m] log P(lo ≤ τ < hi) under IntensityFree's log-normal mixture (log τ standardised by
+    ``standardise`` = (mean, std), then a Gaussian mixture [m, C]), for ``bins`` [m, 2] in the
+    model's unit: in float64 and in log space per component (EasyTPP's own survival function
+    clamps each component's CDF to [1e-7, 1 − 1e-7], which makes a bin in the tails look
+    empty), as a difference of CDFs below the median and of survivals above it."""
+    import torch
+
+    mean, std = standardise
+    edges = torch.as_tensor(np.asarray(bins, np.float64))
+    y = (torch.log(edges) - mean) / std  # [m, 2]; log 0 = −inf: the lower edge of a tie's bin
+    z = (y[..., None] - locs.double()[:, None]) / log_scales.double().exp()[:, None]  # [m, 2, C]
+    log_w = torch.log_softmax(weight_logits.double(), dim=-1)[:, None]
+    log_cdf = torch.logsumexp(log_w + torch.special.log_ndtr(z), dim=-1).numpy()
+    log_sf = torch.logsumexp(log_w + torch.special.log_ndtr(-z), dim=-1).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = log_cdf[:, 1] + np.log1p(-np.exp(log_cdf[:, 0] - log_cdf[:, 1]))
+        above = log_sf[:, 0] + np.log1p(-np.exp(log_sf[:, 1] - log_sf[:, 0]))
+    out = np.where(log_cdf[:, 1] < math.log(0.5), below, above)
+    return np.where(np.isnan(out), -np.inf, out)  # both edges beyond float64: no mass
 
 
 def score_targets(

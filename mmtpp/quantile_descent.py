@@ -117,22 +117,29 @@ def descend_quantiles(
 def interval_mass(
     next_byte_probs: Callable[[np.ndarray], np.ndarray], lo: ArrayLike, hi: ArrayLike
 ) -> np.ndarray:
-    """[B] the probability of the float32 values in [lo, hi) (0 ≤ lo ≤ hi, [B] each; the
-    edges rounded to float32) under the distribution a sampler draws when it masks invalid
-    tokens at every step (as ``descend_quantiles``'s quantiles and ``forecast``): at each
-    step the probabilities of the bytes that keep the gap valid (``valid_bytes``), summing
-    to 1 — so every prefix's probability is the mass of the values under it.
+    """[B] the model's probability that the gap's four bytes form a float32 in [lo, hi)
+    (0 ≤ lo ≤ hi, [B] each; the edges rounded to float32), over the whole vocabulary, as the
+    teacher-forced time NLL counts it: mass on non-byte tokens or on bytes that make the gap
+    invalid (``valid_bytes``) is in no bin.
 
     Lexicographic byte order is value order, so the two edges' byte paths share a prefix up to
     the first byte where they differ (the split). The mass is the prefix's probability times
     that of the bytes strictly between the two split bytes, plus, below the split, every byte
     above the lower path's (and the lower edge's own value) and every byte under the upper
-    path's: sums of positive terms, so a narrow bin keeps its precision.
+    path's: sums of positive terms, so a narrow bin keeps its precision. Along the edge paths
+    every step is charged; a byte strictly inside the bin counts with its whole probability, so
+    mass the model would put on an invalid token after it, deeper down, is counted in the bin
+    (a trained model's such mass is small: design §7 reports it).
 
     ``next_byte_probs(prefixes)`` as for ``descend_quantiles`` with L = 2: rows 2b and 2b + 1
     are the lower and upper edge of interval b; it is called with d = 0, 1, 2, 3 columns.
     """
-    edges = encode(np.stack([np.asarray(lo, np.float64), np.asarray(hi, np.float64)], axis=1))
+    lo, hi = np.asarray(lo, np.float64).reshape(-1), np.asarray(hi, np.float64).reshape(-1)
+    if lo.shape != hi.shape or not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError(f"interval edges must be finite and of one shape, got {lo} and {hi}")
+    if ((lo < 0) | (hi < lo)).any():
+        raise ValueError(f"intervals need 0 <= lo <= hi, got lo={lo}, hi={hi}")
+    edges = encode(np.stack([lo, hi], axis=1))
     paths = edges.astype(np.int64)  # [B, 2, 4]
     low, high = paths[:, 0], paths[:, 1]
     differ = low != high
@@ -142,9 +149,13 @@ def interval_mass(
     a_lo, a_hi, total = np.zeros(len(paths)), np.zeros(len(paths)), np.zeros(len(paths))
     for depth in range(4):
         prefixes = edges.reshape(-1, 4)[:, :depth]
-        probs = np.where(valid_bytes(depth, prefixes), next_byte_probs(prefixes), 0.0)
-        total_valid = probs.sum(axis=1, keepdims=True)
-        probs = probs / np.where(total_valid > 0, total_valid, 1.0)
+        raw = np.asarray(next_byte_probs(prefixes), dtype=np.float64)
+        if raw.shape != (2 * len(paths), 256) or not np.isfinite(raw).all() or (raw < 0).any():
+            raise ValueError(
+                f"next_byte_probs at depth {depth} must return {2 * len(paths)}x256 "
+                f"probabilities, got shape {raw.shape}"
+            )
+        probs = np.where(valid_bytes(depth, prefixes), raw, 0.0)
         p_lo, p_hi = probs[0::2], probs[1::2]  # [B, 256], given each edge's prefix
         b_lo, b_hi = low[:, depth], high[:, depth]
         at, after = split == depth, split < depth

@@ -142,7 +142,8 @@ class ByteTokenCodec:
 
 def resolution_bins(gaps: ArrayLike, resolution: float) -> np.ndarray:
     """[m, 2] the bin of each gap on a time grid of step ``resolution`` (e.g. whole minutes):
-    [k·r − r/2, k·r + r/2) with k = round(τ / r), cut at 0 (a tie's bin is [0, r/2)).
+    [k·r − r/2, k·r + r/2) with k = ⌊τ / r + 1/2⌋ — the half-open bin that holds τ — cut at 0
+    (a tie's bin is [0, r/2)).
 
     On data whose times are recorded to a resolution, a gap is only known to its bin, so
     likelihoods are compared as −log P(bin) (design §7): a model that puts its mass on the exact
@@ -150,5 +151,5 @@ def resolution_bins(gaps: ArrayLike, resolution: float) -> np.ndarray:
     """
     if not (np.isfinite(resolution) and resolution > 0):
         raise ValueError(f"time resolution must be a positive number, got {resolution!r}")
-    centre = np.round(np.asarray(gaps, dtype=np.float64) / resolution) * resolution
+    centre = np.floor(np.asarray(gaps, dtype=np.float64) / resolution + 0.5) * resolution
     return np.stack([np.maximum(centre - resolution / 2, 0.0), centre + resolution / 2], axis=-1)

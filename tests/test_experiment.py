@@ -216,3 +216,8 @@ variants: {{a: {{}}, b: {{data.delta: 0}}}}
     assert report(second)["figures"] == before["figures"]  # the same figures from the scores
     with pytest.raises(FileNotFoundError, match="no exported runs"):
         import_scores(second, tmp_path / "nowhere")
+    # a run whose saved config is not the current one does not count in a report
+    stamp = Path("runs/exp/b/seed0/finished.json")
+    stamp.write_text(stamp.read_text().replace('"delta": 0.0', '"delta": 0.3'))
+    second.seeds = [0, 1]
+    assert report(second)["seeds"] == [1]

@@ -85,6 +85,34 @@ def test_marginal_types_give_the_tail_to_the_last_intensities():
     assert np.isnan(median[0])  # Λ never reaches ln 2
 
 
+def test_intensity_free_bins_are_exact_in_the_tails():
+    """IntensityFree's bin probability against quadrature of its density, in both tails
+    (where EasyTPP's clamped survival function would call the bin empty) and for a tie."""
+    import torch
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    from mmtpp.peers import _mixture_bin_log_prob
+
+    locs, log_scales = torch.tensor([[0.0, 1.0]]), torch.tensor([[-1.0, -2.0]])
+    logits = torch.tensor([[0.3, -0.3]])
+    mean, std = 0.2, 1.5
+    w = torch.softmax(logits, -1)[0].numpy()
+
+    def density(t):  # log τ = mean + std·y, y ~ Σ w N(loc, scale)
+        y = (np.log(t) - mean) / std
+        comps = norm.pdf(y, locs[0].numpy(), np.exp(log_scales[0].numpy()))
+        return float((w * comps).sum()) / (std * t)
+
+    bins = np.array([[8.0, 8.1], [1e5, 1.1e5], [2.0, 2.2], [1e-3, 1.1e-3], [0.0, 0.05]])
+    got = _mixture_bin_log_prob(
+        locs.expand(5, 2), log_scales.expand(5, 2), logits.expand(5, 2), (mean, std), bins
+    )
+    for (lo, hi), value in zip(bins, got, strict=True):
+        mass, _ = quad(density, max(lo, 1e-300), hi, epsabs=0, epsrel=1e-10, limit=200)
+        assert value == pytest.approx(math.log(mass), rel=1e-6, abs=1e-6), (lo, hi)
+
+
 # --- EasyTPP models ----------------------------------------------------------------------
 
 

@@ -390,20 +390,33 @@ def test_prompts_follow_the_cards_calibrated_rule(trained, predictor, tmp_path):
 
 
 def test_interval_probability_reads_the_byte_tree_with_the_cache(predictor):
-    """The cached interval mass equals the one read by full forward passes; the whole line
-    has mass 1 and adjacent intervals add up; a tie has a bin."""
+    """The cached interval mass equals the one read by full forward passes; a one-value
+    interval is that value's teacher-forced probability (what the time NLL charges); the whole
+    line holds the valid first bytes' mass; adjacent intervals add up; a tie's bin is [0, r/2)."""
     from mmtpp.quantile_descent import interval_mass
 
     p, seqs = predictor
     prompts = p.prompts(seqs[:2], "time", DecodeOptions())
     lo, hi = np.array([0.5, 0.0]), np.array([2.0, 1e-3])
-    want = interval_mass(_by_forward_passes(p, prompts, 2), lo, hi)
+    forward = _by_forward_passes(p, prompts, 2)
+    want = interval_mass(forward, lo, hi)
     got = p.interval_probability(prompts, lo, hi, max_rows=2)  # one prompt per call
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-9)
+    value = np.array([1.25, 0.0625], dtype=np.float32)
+    above = np.nextafter(value, np.float32(np.inf))
+    one = p.interval_probability(prompts, value, above)
+    responses = [[p.ids.time_start, *p.ids.byte_ids[row].tolist()] for row in encode(value)]
+    teacher = np.exp([lp[1:5].sum() for lp in p.response_log_probs(prompts, responses)])
+    np.testing.assert_allclose(one, teacher, rtol=1e-4)
+    # [0, 3.4e38): every first byte below 127 whole, and part of 127 (whose subtree also
+    # holds larger values and inf/NaN); mass on other tokens is in no bin
     whole = p.interval_probability(prompts, [0.0, 0.0], [3.4e38, 3.4e38])
-    np.testing.assert_allclose(whole, 1.0, atol=1e-5)
+    first = forward(np.zeros((4, 0), dtype=np.uint8))[0::2]
+    assert (first[:, :127].sum(axis=1) <= whole + 1e-6).all()
+    assert (whole <= first[:, :128].sum(axis=1) + 1e-6).all() and (whole < 1).all()
     a, b, c = np.full(2, 0.3), np.full(2, 0.7), np.full(2, 1.9)
     parts = p.interval_probability(prompts, a, b) + p.interval_probability(prompts, b, c)
-    np.testing.assert_allclose(p.interval_probability(prompts, a, c), parts, rtol=1e-5)
-    nll = p.binned_time_nll(prompts, [0.0, 1.0], 1 / 60)
-    assert np.isfinite(nll).all() and (nll > 0).all()
+    # up to what the split at b charges: mass on invalid tokens below b's own path
+    np.testing.assert_allclose(p.interval_probability(prompts, a, c), parts, rtol=2e-3)
+    tie = p.binned_time_nll(prompts, [0.0, 0.0], 0.5)
+    np.testing.assert_allclose(tie, -np.log(p.interval_probability(prompts, [0, 0], [0.25, 0.25])))

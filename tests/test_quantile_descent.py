@@ -17,10 +17,12 @@ class ConstructedModel:
     """A model whose gap distribution is known exactly: ``values`` (float32) with
     ``weights``, its byte probabilities produced as softmax logits over a vocabulary of 300
     tokens (the byte tokens at shuffled ids), with ``junk`` of every step's probability on
-    invalid continuations: non-byte tokens, a negative first byte, inf/NaN after 127."""
+    invalid continuations: non-byte tokens, a negative first byte, inf/NaN after 127 (with
+    ``deep_junk=False``, of the first step's only)."""
 
-    def __init__(self, values, weights, junk=0.1, seed=0, logits=True):
+    def __init__(self, values, weights, junk=0.1, seed=0, logits=True, deep_junk=True):
         self.logits = logits
+        self.deep_junk = deep_junk
         self.words = encode(np.asarray(values, dtype=np.float32))
         self.weights = np.asarray(weights, dtype=np.float64)
         self.junk = junk
@@ -37,11 +39,12 @@ class ConstructedModel:
             np.add.at(conditional, self.words[match, depth], self.weights[match])
             if not match.any():  # a prefix of probability 0 (an interval's edge): any row
                 conditional[:] = 1.0
-            probs[r, self.byte_ids] = (1 - self.junk) * conditional / conditional.sum()
+            junk = self.junk if depth == 0 or self.deep_junk else 0.0
+            probs[r, self.byte_ids] = (1 - junk) * conditional / conditional.sum()
             if depth == 0:  # half the junk on a negative first byte
                 probs[r, self.byte_ids[0xC1]] += self.junk / 2
             if depth == 1 and prefix[0] == 0x7F:  # half on inf/NaN
-                probs[r, self.byte_ids[0x80 + 7]] += self.junk / 2
+                probs[r, self.byte_ids[0x80 + 7]] += junk / 2
             non_byte = np.setdiff1d(np.arange(300), self.byte_ids)
             probs[r, non_byte] += max(1.0 - probs[r].sum(), 0.0) / non_byte.size
         if not self.logits:
@@ -154,16 +157,17 @@ def test_descent_without_any_valid_byte_gives_nan():
 
 
 def _known_mass(model: ConstructedModel, lo: float, hi: float) -> float:
-    """Σ of the known values' probabilities in [float32(lo), float32(hi)) (the junk on invalid
-    tokens at every step masked, as a sampler does)."""
+    """Σ of the known values' probabilities in [float32(lo), float32(hi)): the first step's
+    junk (invalid tokens) is in no bin."""
     values = decode(model.words).astype(np.float64)
     inside = (values >= np.float32(lo)) & (values < np.float32(hi))
-    return model.weights[inside].sum() / model.weights.sum()
+    return (1 - model.junk) * model.weights[inside].sum() / model.weights.sum()
 
 
 def test_interval_mass_of_constructed_logits_counts_the_lower_edge_not_the_upper():
     values = [1e-3, 0.5, 1.0, 1.5, 3.0, 2.5e3, 3e38]
-    model = ConstructedModel(values, [0.15, 0.1, 0.2, 0.05, 0.3, 0.15, 0.05], junk=0.1)
+    weights = [0.15, 0.1, 0.2, 0.05, 0.3, 0.15, 0.05]
+    model = ConstructedModel(values, weights, junk=0.1, deep_junk=False)
     edges = [(0.0, 1.0), (1.0, 1.5), (0.5, 0.5), (0.0, 3.4e38), (1.4, 2.6e3), (2.0, 2.9)]
     got = interval_mass(model, [e[0] for e in edges], [e[1] for e in edges])
     assert model.calls == [0, 1, 2, 3]
@@ -173,10 +177,16 @@ def test_interval_mass_of_constructed_logits_counts_the_lower_edge_not_the_upper
     # edges that part at the third and at the last byte: values a few float32 steps apart
     ulp = 2.0**-23
     near = [1.0, 1.0 + 3 * ulp, 1.0 + 5 * ulp, 1.0 + 300 * ulp, 1.0 + 301 * ulp]
-    model = ConstructedModel(near, [0.1, 0.2, 0.3, 0.25, 0.15], junk=0.1)
+    model = ConstructedModel(near, [0.1, 0.2, 0.3, 0.25, 0.15], junk=0.1, deep_junk=False)
     edges = [(1.0 + ulp, 1.0 + 5 * ulp), (1.0 + 3 * ulp, 1.0 + 301 * ulp), (1.0, 1.0 + ulp)]
     got = interval_mass(model, [e[0] for e in edges], [e[1] for e in edges])
-    np.testing.assert_allclose(got, [0.2, 0.75, 0.1], rtol=1e-12)
+    np.testing.assert_allclose(got, 0.9 * np.array([0.2, 0.75, 0.1]), rtol=1e-12)
+    # junk at every step: a value on an edge path pays it at all four steps
+    model = ConstructedModel(near, [0.1, 0.2, 0.3, 0.25, 0.15], junk=0.1)
+    got = interval_mass(model, [1.0, 1.0 + 3 * ulp], [1.0 + ulp, 1.0 + 4 * ulp])
+    np.testing.assert_allclose(got, 0.9**4 * np.array([0.1, 0.2]), rtol=1e-12)
+    with pytest.raises(ValueError, match="0 <= lo <= hi"):
+        interval_mass(model, [2.0], [1.0])
 
 
 @given(
@@ -192,7 +202,7 @@ def test_interval_mass_of_constructed_logits_counts_the_lower_edge_not_the_upper
 )
 def test_interval_mass_is_exact_for_any_known_distribution(values, weights, cuts, on_value):
     """Any interval, split at any byte (or not at all), edges on a value or between values."""
-    model = ConstructedModel(values, np.asarray(weights[: len(values)]), junk=0.05)
+    model = ConstructedModel(values, np.asarray(weights[: len(values)]), junk=0.05, deep_junk=False)
     lo, hi = sorted(cuts)
     if on_value:  # the lower edge exactly on a value: it counts
         lo = min(values)

@@ -101,5 +101,9 @@ def test_resolution_bins_are_centred_on_the_grid_and_cut_at_zero():
     # 0.6 min rounds to the 1-minute grid point; a tie's bin starts at 0
     want = [[1 - r / 2, 1 + r / 2], [0.0, r / 2], [2 - r / 2, 2 + r / 2], [r / 2, 3 * r / 2]]
     np.testing.assert_allclose(bins, want, atol=1e-15)
+    # half-way: the half-open bin that holds the gap
+    np.testing.assert_array_equal(
+        timecodec.resolution_bins([2.5, 0.5], 1.0), [[2.5, 3.5], [0.5, 1.5]]
+    )
     with pytest.raises(ValueError, match="positive"):
         timecodec.resolution_bins([1.0], 0.0)
