@@ -64,6 +64,16 @@ class ConstructedModel:
         return values[order][k]
 
 
+# known distributions: up to six distinct float32 values over 60 orders of magnitude, weights
+KNOWN_VALUES = st.lists(
+    st.floats(float(np.float32(1e-30)), float(np.float32(1e30)), width=32),
+    min_size=1,
+    max_size=6,
+    unique=True,
+)
+KNOWN_WEIGHTS = st.lists(st.floats(0.01, 1.0), min_size=6, max_size=6)
+
+
 def test_descent_finds_the_exact_quantiles_of_constructed_logits():
     values = [1e-3, 0.5, 1.0, 1.5, 3.0, 2.5e3, 3e38]  # 3e38: first byte 0x7F
     weights = [0.15, 0.1, 0.2, 0.05, 0.3, 0.15, 0.05]
@@ -85,13 +95,8 @@ def test_a_level_on_a_cumulative_probability_gives_the_atom_that_reaches_it():
 
 
 @given(
-    values=st.lists(
-        st.floats(float(np.float32(1e-30)), float(np.float32(1e30)), width=32),
-        min_size=1,
-        max_size=6,
-        unique=True,
-    ),
-    weights=st.lists(st.floats(0.01, 1.0), min_size=6, max_size=6),
+    values=KNOWN_VALUES,
+    weights=KNOWN_WEIGHTS,
     alpha=st.floats(0.0, 1.0),
 )
 def test_descent_is_exact_for_any_known_distribution(values, weights, alpha):
@@ -190,13 +195,8 @@ def test_interval_mass_of_constructed_logits_counts_the_lower_edge_not_the_upper
 
 
 @given(
-    values=st.lists(
-        st.floats(float(np.float32(1e-30)), float(np.float32(1e30)), width=32),
-        min_size=1,
-        max_size=6,
-        unique=True,
-    ),
-    weights=st.lists(st.floats(0.01, 1.0), min_size=6, max_size=6),
+    values=KNOWN_VALUES,
+    weights=KNOWN_WEIGHTS,
     cuts=st.lists(st.floats(0.0, float(np.float32(3e30)), width=32), min_size=2, max_size=2),
     on_value=st.booleans(),
 )
