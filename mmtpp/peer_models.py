@@ -340,3 +340,25 @@ def fit_peer(
         train_seconds=time.perf_counter() - start,
         history=history,
     )
+
+
+def intensity_free_bin_log_prob(locs, log_scales, weight_logits, standardise, bins) -> np.ndarray:
+    """[m] log P(lo ≤ τ < hi) under IntensityFree's log-normal mixture (log τ standardised by
+    ``standardise`` = (mean, std), then a Gaussian mixture [m, C]), for ``bins`` [m, 2] in the
+    model's unit: in float64 and in log space per component (EasyTPP's own survival function
+    clamps each component's CDF to [1e-7, 1 − 1e-7], which makes a bin in the tails look
+    empty), as a difference of CDFs below the median and of survivals above it."""
+    import torch
+
+    mean, std = standardise
+    edges = torch.as_tensor(np.asarray(bins, np.float64))
+    y = (torch.log(edges) - mean) / std  # [m, 2]; log 0 = −inf: the lower edge of a tie's bin
+    z = (y[..., None] - locs.double()[:, None]) / log_scales.double().exp()[:, None]  # [m, 2, C]
+    log_w = torch.log_softmax(weight_logits.double(), dim=-1)[:, None]
+    log_cdf = torch.logsumexp(log_w + torch.special.log_ndtr(z), dim=-1).numpy()
+    log_sf = torch.logsumexp(log_w + torch.special.log_ndtr(-z), dim=-1).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = log_cdf[:, 1] + np.log1p(-np.exp(log_cdf[:, 0] - log_cdf[:, 1]))
+        above = log_sf[:, 0] + np.log1p(-np.exp(log_sf[:, 1] - log_sf[:, 0]))
+    out = np.where(log_cdf[:, 1] < math.log(0.5), below, above)
+    return np.where(np.isnan(out), -np.inf, out)  # both edges beyond float64: no mass

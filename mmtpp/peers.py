@@ -74,6 +74,7 @@ from mmtpp.peer_models import (
     check_peer_name,
     event_tokenizer,
     fit_peer,
+    intensity_free_bin_log_prob,
     pad_batch,
     window_features,
 )
@@ -239,7 +240,7 @@ def _intensity_free_scores(
             log_s = dist.log_survival_function(torch.tensor(grid[1:], dtype=ctx.dtype)[None])
             marks = torch.log_softmax(model.mark_linear(ctx), dim=-1)  # K + 1 (pad included)
             if bins is not None:
-                log_bin = _mixture_bin_log_prob(
+                log_bin = intensity_free_bin_log_prob(
                     raw[:, 0, :c],
                     clamp_preserve_gradients(raw[:, 0, c : 2 * c], -5.0, 3.0),
                     raw[:, 0, 2 * c :],
@@ -259,28 +260,6 @@ def _intensity_free_scores(
             out["integration_error"][r] = 0.0  # closed forms; the mean's grid: see docs
             if bins is not None:
                 out["time_nll_binned"][r] = -log_bin[j]
-
-
-def _mixture_bin_log_prob(locs, log_scales, weight_logits, standardise, bins) -> np.ndarray:
-    """[m] log P(lo ≤ τ < hi) under IntensityFree's log-normal mixture (log τ standardised by
-    ``standardise`` = (mean, std), then a Gaussian mixture [m, C]), for ``bins`` [m, 2] in the
-    model's unit: in float64 and in log space per component (EasyTPP's own survival function
-    clamps each component's CDF to [1e-7, 1 − 1e-7], which makes a bin in the tails look
-    empty), as a difference of CDFs below the median and of survivals above it."""
-    import torch
-
-    mean, std = standardise
-    edges = torch.as_tensor(np.asarray(bins, np.float64))
-    y = (torch.log(edges) - mean) / std  # [m, 2]; log 0 = −inf: the lower edge of a tie's bin
-    z = (y[..., None] - locs.double()[:, None]) / log_scales.double().exp()[:, None]  # [m, 2, C]
-    log_w = torch.log_softmax(weight_logits.double(), dim=-1)[:, None]
-    log_cdf = torch.logsumexp(log_w + torch.special.log_ndtr(z), dim=-1).numpy()
-    log_sf = torch.logsumexp(log_w + torch.special.log_ndtr(-z), dim=-1).numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        below = log_cdf[:, 1] + np.log1p(-np.exp(log_cdf[:, 0] - log_cdf[:, 1]))
-        above = log_sf[:, 0] + np.log1p(-np.exp(log_sf[:, 1] - log_sf[:, 0]))
-    out = np.where(log_cdf[:, 1] < math.log(0.5), below, above)
-    return np.where(np.isnan(out), -np.inf, out)  # both edges beyond float64: no mass
 
 
 def score_targets(

@@ -92,7 +92,7 @@ def test_intensity_free_bins_are_exact_in_the_tails():
     from scipy.integrate import quad
     from scipy.stats import norm
 
-    from mmtpp.peers import _mixture_bin_log_prob
+    from mmtpp.peer_models import intensity_free_bin_log_prob
 
     locs, log_scales = torch.tensor([[0.0, 1.0]]), torch.tensor([[-1.0, -2.0]])
     logits = torch.tensor([[0.3, -0.3]])
@@ -105,7 +105,7 @@ def test_intensity_free_bins_are_exact_in_the_tails():
         return float((w * comps).sum()) / (std * t)
 
     bins = np.array([[8.0, 8.1], [1e5, 1.1e5], [2.0, 2.2], [1e-3, 1.1e-3], [0.0, 0.05]])
-    got = _mixture_bin_log_prob(
+    got = intensity_free_bin_log_prob(
         locs.expand(5, 2), log_scales.expand(5, 2), logits.expand(5, 2), (mean, std), bins
     )
     for (lo, hi), value in zip(bins, got, strict=True):
