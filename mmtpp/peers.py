@@ -205,7 +205,7 @@ def _intensity_free_scores(
 ) -> None:
     """Fill ``out`` for IntensityFree: its mixture density, exactly as its loss builds it (the
     tests check the sum against ``loglike_loss``), one model pass per window; with ``bins``
-    also each target's bin probability from its closed-form survival function."""
+    also each target's bin probability (``peer_models.intensity_free_bin_log_prob``)."""
     import torch
     from easy_tpp.model.intensity_free import LogNormalMixtureDistribution, clamp_preserve_gradients
 
