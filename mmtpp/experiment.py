@@ -245,8 +245,8 @@ def report(exp: Experiment) -> dict[str, Any]:
         for variant in exp.variants:
             per_seed = [figure_values(name, frames[(variant, s)])[1] for s in seeds]
             entry: dict[str, Any] = {"value": _interval(over_seeds, per_seed, stat=fig.stat)}
+            a, b = [], []
             if variant != exp.reference:
-                a, b = [], []
                 for s in seeds:
                     mine, ref = frames[(variant, s)], frames[(exp.reference, s)]
                     shared = mine.index.intersection(ref.index)
@@ -254,6 +254,17 @@ def report(exp: Experiment) -> dict[str, Any]:
                     a.append(fig.values(mine.loc[shared][rows]))
                     b.append(fig.values(ref.loc[shared][rows]))
                 entry["vs_reference"] = _interval(paired_over_seeds, a, b, stat=fig.stat)
+            if len(seeds) > 1:  # each seed on its own targets, so a reader sees the spread
+                entry["per_seed"] = [
+                    {
+                        "seed": s,
+                        "value": _interval(over_seeds, [per_seed[i]], stat=fig.stat),
+                        "vs_reference": _interval(paired_over_seeds, [a[i]], [b[i]], stat=fig.stat)
+                        if a
+                        else None,
+                    }
+                    for i, s in enumerate(seeds)
+                ]
             table[name][variant] = entry
     result = {
         "experiment": exp.name,
@@ -293,23 +304,44 @@ def format_report(result: dict[str, Any]) -> str:
         f"differences paired on the same targets against '{result['reference']}'",
         "",
     ]
+    several = len(seeds) > 1
+    if several:
+        lines += [
+            "Per seed: each seed's figure, and its paired difference with the bootstrap interval "
+            "over that seed's targets.",
+            "",
+        ]
     for name, per_variant in result["figures"].items():
         fig = FIGURES[name]
         better = "lower" if fig.lower_is_better else "higher"
+        head = ["variant", "value", "per seed", "− reference", "per seed"]
+        if not several:
+            head = ["variant", "value", "− reference"]
         lines += [
             f"**{fig.label}** ({better} is better)",
             "",
-            "| variant | value | − reference |",
-            "|---|---|---|",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
         ]
         for variant, entry in per_variant.items():
-            diff = entry.get("vs_reference")
-            lines.append(
-                f"| {variant} | {_cell(entry['value'])} | "
-                f"{'reference' if variant == result['reference'] else _cell(diff, True)} |"
-            )
+            is_ref = variant == result["reference"]
+            cells = [variant, _cell(entry["value"])]
+            if several:
+                cells.append(" / ".join(_estimate(p["value"]) for p in entry["per_seed"]))
+            cells.append("reference" if is_ref else _cell(entry.get("vs_reference"), True))
+            if several:
+                cells.append(
+                    ""
+                    if is_ref
+                    else "; ".join(_cell(p["vs_reference"], True) for p in entry["per_seed"])
+                )
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _estimate(ci: dict[str, Any] | None) -> str:
+    return "—" if ci is None else f"{ci['estimate']:.4g}"
 
 
 def plot_report(result: dict[str, Any], out: Path) -> None:

@@ -221,3 +221,42 @@ variants: {{a: {{}}, b: {{data.delta: 0}}}}
     stamp.write_text(stamp.read_text().replace('"delta": 0.0', '"delta": 0.3'))
     second.seeds = [0, 1]
     assert report(second)["seeds"] == [1]
+
+
+def test_several_seeds_report_each_seeds_figure_and_paired_difference(tmp_path):
+    from mmtpp.intervals import paired_difference
+
+    exp = Experiment.load(
+        write(
+            tmp_path,
+            f"""
+base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
+output_dir: {tmp_path / "out"}
+seeds: [0, 1, 2]
+variants: {{a: {{}}, b: {{data.delta: 0}}}}
+""",
+        )
+    )
+    frames = {}
+    for seed in exp.seeds:
+        for k, variant in enumerate(exp.variants):
+            folder = exp.output_dir / variant / f"seed{seed}" / "report"
+            folder.mkdir(parents=True)
+            frames[variant, seed] = _fake_targets(np.random.default_rng(10 * seed + k))
+            frames[variant, seed].to_parquet(folder / "targets.parquet")
+    entry = report(exp)["figures"]["time_nll"]["b"]
+    per_seed = [p["vs_reference"]["estimate"] for p in entry["per_seed"]]
+    for seed, got in zip(exp.seeds, per_seed, strict=True):
+        b, a = frames["b", seed]["time_nll"], frames["a", seed]["time_nll"]
+        assert got == pytest.approx(paired_difference(b, a).estimate)
+        assert got == pytest.approx(b.mean() - a.mean())
+    assert entry["vs_reference"]["estimate"] == pytest.approx(np.mean(per_seed))
+    assert [p["value"]["estimate"] for p in entry["per_seed"]] == pytest.approx(
+        [frames["b", s]["time_nll"].mean() for s in exp.seeds]
+    )
+    row = next(
+        line
+        for line in (exp.output_dir / "experiment.md").read_text().splitlines()
+        if line.startswith("| b |") and f"{per_seed[2]:+.4g}" in line
+    )
+    assert row.count(";") == 2  # three seeds' differences, side by side
