@@ -260,3 +260,14 @@ variants: {{a: {{}}, b: {{data.delta: 0}}}}
         if line.startswith("| b |") and f"{per_seed[2]:+.4g}" in line
     )
     assert row.count(";") == 2  # three seeds' differences, side by side
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "jobs/experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_experiment_builds_a_valid_config_for_every_run(path):
+    exp = Experiment.load(path)
+    assert exp.reference in exp.variants, f"{path.name}: reference {exp.reference!r} not a variant"
+    for variant, seed in exp.runs():
+        config = exp.config(variant, seed)
+        assert config.seed == seed and Path(config.output_dir).name == f"seed{seed}"
