@@ -258,10 +258,10 @@ def report(exp: Experiment) -> dict[str, Any]:
                 entry["per_seed"] = [
                     {
                         "seed": s,
-                        "value": _interval(over_seeds, [per_seed[i]], stat=fig.stat),
-                        "vs_reference": _interval(paired_over_seeds, [a[i]], [b[i]], stat=fig.stat)
-                        if a
-                        else None,
+                        "value": _interval(over_seeds, per_seed[i : i + 1], stat=fig.stat),
+                        "vs_reference": _interval(
+                            paired_over_seeds, a[i : i + 1], b[i : i + 1], stat=fig.stat
+                        ),
                     }
                     for i, s in enumerate(seeds)
                 ]
