@@ -18,6 +18,21 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def tiny_experiment(tmp_path: Path, seeds: str, variants: str) -> Experiment:
+    """An experiment over the tiny CPU config writing under tmp_path/out (YAML flow values)."""
+    return Experiment.load(
+        write(
+            tmp_path,
+            f"""
+base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
+output_dir: {tmp_path / "out"}
+seeds: {seeds}
+variants: {variants}
+""",
+        )
+    )
+
+
 def test_the_grid_expands_as_written(tmp_path):
     exp = Experiment.load(
         write(
@@ -74,17 +89,7 @@ def _fake_targets(rng: np.random.Generator, n: int = 50) -> pd.DataFrame:
 def test_an_interrupted_experiment_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
     import mmtpp.pipeline
 
-    exp = Experiment.load(
-        write(
-            tmp_path,
-            f"""
-base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
-output_dir: {tmp_path / "out"}
-seeds: [0, 1]
-variants: {{a: {{}}, b: {{data.delta: 0}}}}
-""",
-        )
-    )
+    exp = tiny_experiment(tmp_path, "[0, 1]", "{a: {}, b: {data.delta: 0}}")
     calls = []
 
     def fake_pipeline(config):
@@ -111,17 +116,7 @@ variants: {{a: {{}}, b: {{data.delta: 0}}}}
 
 
 def test_paired_difference_of_identical_variants_is_exactly_zero(tmp_path):
-    exp = Experiment.load(
-        write(
-            tmp_path,
-            f"""
-base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
-output_dir: {tmp_path / "out"}
-seeds: [3]
-variants: {{a: {{}}, same: {{}}, other: {{data.delta: 0}}}}
-""",
-        )
-    )
+    exp = tiny_experiment(tmp_path, "[3]", "{a: {}, same: {}, other: {data.delta: 0}}")
     frames = {"a": 0, "same": 0, "other": 1}  # 'same' scores the same targets identically
     for variant, data_seed in frames.items():
         folder = exp.output_dir / variant / "seed3" / "report"
@@ -226,17 +221,7 @@ variants: {{a: {{}}, b: {{data.delta: 0}}}}
 def test_several_seeds_report_each_seeds_figure_and_paired_difference(tmp_path):
     from mmtpp.intervals import paired_difference
 
-    exp = Experiment.load(
-        write(
-            tmp_path,
-            f"""
-base: {ROOT / "jobs/configs/tiny_cpu.yaml"}
-output_dir: {tmp_path / "out"}
-seeds: [0, 1, 2]
-variants: {{a: {{}}, b: {{data.delta: 0}}}}
-""",
-        )
-    )
+    exp = tiny_experiment(tmp_path, "[0, 1, 2]", "{a: {}, b: {data.delta: 0}}")
     frames = {}
     for seed in exp.seeds:
         for k, variant in enumerate(exp.variants):
