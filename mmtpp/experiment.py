@@ -298,14 +298,16 @@ def _cell(ci: dict[str, Any] | None, sign: bool = False) -> str:
 
 def format_report(result: dict[str, Any]) -> str:
     seeds = result["seeds"]
-    how = "t-interval over seeds" if len(seeds) > 1 else "bootstrap over targets"
+    several = len(seeds) > 1
+    how = "t-interval over seeds" if several else "bootstrap over targets"
     lines = [
         f"experiment {result['experiment']}: seeds {seeds}; 95% intervals ({how}); "
         f"differences paired on the same targets against '{result['reference']}'",
         "",
     ]
-    several = len(seeds) > 1
+    head = ["variant", "value", "− reference"]
     if several:
+        head = ["variant", "value", "per seed", "− reference", "per seed"]
         lines += [
             "Per seed: each seed's figure, and its paired difference with the bootstrap interval "
             "over that seed's targets.",
@@ -314,9 +316,6 @@ def format_report(result: dict[str, Any]) -> str:
     for name, per_variant in result["figures"].items():
         fig = FIGURES[name]
         better = "lower" if fig.lower_is_better else "higher"
-        head = ["variant", "value", "per seed", "− reference", "per seed"]
-        if not several:
-            head = ["variant", "value", "− reference"]
         lines += [
             f"**{fig.label}** ({better} is better)",
             "",
@@ -325,16 +324,13 @@ def format_report(result: dict[str, Any]) -> str:
         ]
         for variant, entry in per_variant.items():
             is_ref = variant == result["reference"]
-            cells = [variant, _cell(entry["value"])]
+            value = _cell(entry["value"])
+            diff = "reference" if is_ref else _cell(entry.get("vs_reference"), True)
+            cells = [variant, value, diff]
             if several:
-                cells.append(" / ".join(_estimate(p["value"]) for p in entry["per_seed"]))
-            cells.append("reference" if is_ref else _cell(entry.get("vs_reference"), True))
-            if several:
-                cells.append(
-                    ""
-                    if is_ref
-                    else "; ".join(_cell(p["vs_reference"], True) for p in entry["per_seed"])
-                )
+                seeds_value = " / ".join(_estimate(p["value"]) for p in entry["per_seed"])
+                seeds_diff = "; ".join(_cell(p["vs_reference"], True) for p in entry["per_seed"])
+                cells = [variant, value, seeds_value, diff, "" if is_ref else seeds_diff]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
